@@ -8,23 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoder import tokens_to_map
-
 # Localization decoder BN eps set by the official head initialisation; the confidence decoder's
 # depends on the official entry point and comes from the config (ARCHITECTURE.md 4.7).
 LOC_BN_EPS = 1e-3
 
 
 class TokenProjection(nn.Module):
-    """A per-pixel linear map applied to the tokens of one encoder stage."""
+    """Holds one stage's Linear(C_i, dim) under the official key name; MLPDecoder applies it."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[2:]
-        return tokens_to_map(self.proj(x.flatten(2).transpose(1, 2)), height, width)
 
 
 class MLPDecoder(nn.Module):
@@ -32,8 +26,8 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, in_dims: tuple[int, ...], dim: int, num_classes: int, bn_eps: float, dropout: float = 0.1):
         super().__init__()
-        for i, in_dim in enumerate(in_dims):
-            setattr(self, f"linear_c{i + 1}", TokenProjection(in_dim, dim))
+        for i in reversed(range(len(in_dims))):  # official registration order: c4 first
+            setattr(self, f"linear_c{i + 1}", TokenProjection(in_dims[i], dim))
         self.num_inputs = len(in_dims)
         self.linear_fuse = nn.Sequential(
             nn.Conv2d(len(in_dims) * dim, dim, 1), nn.BatchNorm2d(dim, eps=bn_eps), nn.ReLU(inplace=True)
@@ -42,12 +36,27 @@ class MLPDecoder(nn.Module):
         self.linear_pred = nn.Conv2d(dim, num_classes, 1)
 
     def forward(self, features: list[Tensor]) -> Tensor:
+        """Same result as the official project-upsample-concat-fuse, at a small fraction of its cost.
+
+        Projection, bilinear resize (weights summing to 1) and the 1x1 fuse conv are all linear, so
+        each stage's projection is composed with its slice of the fuse conv and applied at the
+        stage's own resolution; the resized maps are then summed instead of concatenated. This
+        avoids the (4 * dim)-channel map at stride 4 and ~25x of the decoder's multiply-adds.
+        """
         size = features[0].shape[2:]
-        maps = []
-        for i in reversed(range(self.num_inputs)):
-            x = getattr(self, f"linear_c{i + 1}")(features[i])
-            maps.append(x if i == 0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(maps, dim=1))))
+        fuse = self.linear_fuse[0]
+        fuse_slices = fuse.weight.flatten(1).split(fuse.out_channels, dim=1)  # ordered c4, c3, c2, c1
+        fused = None
+        for slice_index, i in enumerate(reversed(range(self.num_inputs))):
+            proj = getattr(self, f"linear_c{i + 1}").proj
+            weight = fuse_slices[slice_index] @ proj.weight
+            bias = fuse_slices[slice_index] @ proj.bias
+            x = F.conv2d(features[i], weight[:, :, None, None], bias)
+            if i > 0:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            fused = x if fused is None else fused + x
+        fused = fused + fuse.bias[None, :, None, None]
+        return self.linear_pred(self.dropout(self.linear_fuse[2](self.linear_fuse[1](fused))))
 
 
 def weighted_statistics_pooling(values: Tensor, log_weights: Tensor | None = None) -> Tensor:

@@ -1,9 +1,9 @@
 """The one place where an image becomes the model's input: a C-contiguous HxWx3 uint8 RGB array.
 
 By default the result equals the official ``np.array(Image.open(path).convert("RGB"))`` for every
-8-bit image (ARCHITECTURE.md 4.1): alpha is dropped without compositing, and neither EXIF orientation
-nor ICC profiles are applied. ``exif_transpose=True`` applies the EXIF orientation; it stays off by
-default because the official outputs were computed on the stored, unrotated pixels.
+8-bit image (ARCHITECTURE.md 4.1): alpha is dropped without compositing, and neither EXIF
+orientation nor ICC profiles are applied. ``exif_transpose=True`` applies the EXIF orientation; it
+stays off by default because the official outputs were computed on the stored, unrotated pixels.
 
 Deliberate differences from the official code, which would clip these to an almost white image:
 16-bit gray keeps its high byte, and 32-bit integer gray is read as 16-bit when its values fit.
@@ -20,10 +20,12 @@ import io
 import os
 import struct
 import threading
-from types import TracebackType
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+
+from reference.config import PIXEL_SCALE
 
 from reference.errors import (
     ImageDecodeError,
@@ -40,6 +42,7 @@ ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Im
 # 8-bit modes whose convert("RGB") is the official behaviour and loses nothing that RGB could hold.
 _CONVERTIBLE_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_SUPPORTED_MODES = _CONVERTIBLE_MODES | _SIXTEEN_BIT_MODES | {"I"}
 # What Pillow raises for missing, unreadable, corrupt or truncated files.
 _DECODE_FAILURES = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
@@ -64,7 +67,7 @@ class _PillowBombCheckLift:
                 self._saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             self._active += 1
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         with self._lock:
             self._active -= 1
             if self._active == 0:
@@ -95,22 +98,23 @@ def load_rgb(
         name = os.fspath(source)
     else:
         raise TypeError(
-            f"load_rgb takes a path, bytes, a PIL image or a numpy array, not {type(source).__name__}"
+            "load_rgb takes a path, bytes, a PIL image or a numpy array, "
+            f"not {type(source).__name__}"
         )
     with _pillow_bomb_check_lifted:
         try:
             if isinstance(source, Image.Image):
                 return _from_pil(source, name, exif_transpose, max_pixels)
             # Bytes go through BytesIO: Image.open would take a bare bytes object for a file name.
-            file = name if name != "<bytes>" else io.BytesIO(source)
-            with Image.open(file) as image:
+            encoded = isinstance(source, (bytes, bytearray, memoryview))
+            with Image.open(io.BytesIO(source) if encoded else name) as image:
                 return _from_pil(image, name, exif_transpose, max_pixels)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             # Only reachable if other code resets Pillow's limit while we decode.
             raise ImageTooLargeError(f"{name}: Pillow refused the image: {error}") from error
         except _DECODE_FAILURES as error:
             raise ImageDecodeError(
-                f"cannot decode image {name}: {type(error).__name__}: {error}"
+                f"cannot read image {name}: {type(error).__name__}: {error}"
             ) from error
 
 
@@ -120,7 +124,7 @@ def _from_pil(
     """Check size and mode from the header, then decode; Pillow errors are mapped by the caller."""
     _check_size(image.width, image.height, name, max_pixels)
     mode = image.mode
-    if mode not in _CONVERTIBLE_MODES | _SIXTEEN_BIT_MODES | {"I"}:
+    if mode not in _SUPPORTED_MODES:
         raise UnsupportedImageModeError(
             f"{name}: pixel mode {mode!r} has no faithful 8-bit RGB conversion; expected an 8-bit "
             "mode (RGB, RGBA, L, LA, P, PA, CMYK, 1, YCbCr) or 16-bit integer gray. "
@@ -141,7 +145,7 @@ def _from_pil(
 
 
 def _from_array(array: np.ndarray, max_pixels: int | None) -> np.ndarray:
-    """Accept the layouts a decoder could have produced; the result may share memory with the input."""
+    """Accept the layouts a decoder could have produced; the result may share the input's memory."""
     if array.dtype != np.uint8 or not (
         array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
     ):
@@ -170,3 +174,8 @@ def _check_size(width: int, height: int, name: str, max_pixels: int | None) -> N
         raise ImageTooSmallError(
             f"{name}: {width}x{height} (WxH) is below the model's minimum of {MIN_SIDE}x{MIN_SIDE}"
         )
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """The model input for one HxWx3 uint8 RGB array: (1, 3, H, W) float32 scaled by 1/256."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(PIXEL_SCALE)

@@ -1,0 +1,136 @@
+"""``python -m export.build``: the reference model to ONNX graphs (whole, tile, score) plus a manifest.
+
+    python -m export.build --precision fp32|fp16|int8 [--checkpoint FILE] [--preset NAME] [--out DIR]
+                           [--tile N] [--calib DIR] [--onnx-only] [--conf-bn-variant docker|train]
+
+``--preset`` picks the architecture (default ``trufor``) and ``--checkpoint`` its weights; a preset
+without a checkpoint is randomly initialised (for tests). Exit status: 0 when done, 1 when an export
+step failed, 2 for usage errors and when no TensorRT engine could be built (unless ``--onnx-only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+
+from reference.config import CONF_BN_EPS, PRESETS
+from reference.errors import BackendUnavailableError, TruForError
+
+from .formats import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+
+EXIT_OK, EXIT_FAILED, EXIT_NO_ENGINE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    precision: str
+    preset: str = "trufor"
+    checkpoint: Path | None = None
+    out: Path = Path("artifacts")
+    tile: int = DEFAULT_TILE
+    calib: Path | None = None
+    calib_count: int = 16
+    onnx_only: bool = False
+    conf_bn_variant: str = "docker"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.build",
+        description="Export TruFor to ONNX (whole-image, tile and score graphs) and write a manifest.",
+    )
+    parser.add_argument("--precision", required=True, choices=list(PRECISIONS), help=precision_help())
+    parser.add_argument("--checkpoint", type=Path, help="weights file (official trufor.pth.tar or a state_dict)")
+    parser.add_argument("--preset", default="trufor", choices=sorted(PRESETS),
+                        help="architecture (default trufor); without --checkpoint the weights are random")
+    parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile graph size T (default {DEFAULT_TILE})")
+    parser.add_argument("--calib", type=Path, help="int8: folder of calibration images (default: synthetic images; "
+                        "real images from the scanned domain give better ranges)")
+    parser.add_argument("--calib-count", type=int, default=16, help="int8: number of calibration tiles (default 16)")
+    parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX artifacts (exit 0 without TensorRT)")
+    parser.add_argument("--conf-bn-variant", default="docker", choices=sorted(CONF_BN_EPS),
+                        help="confidence-decoder BN eps: docker = test_docker outputs (default), train = TruFor_train_test")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> BuildConfig:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        check_tile_size(args.tile)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.calib is not None and not PRECISIONS[args.precision].calibrated:
+        parser.error(f"--calib is only used by int8, not {args.precision}")
+    if args.calib_count < 1:
+        parser.error("--calib-count must be at least 1")
+    values = vars(args)
+    return BuildConfig(**{k: values[k] for k in BuildConfig.__dataclass_fields__})
+
+
+@contextlib.contextmanager
+def step(label: str, path: Path | None = None):
+    """Log a step's outcome: seconds and the file's path and size, or the failure and its reason."""
+    start = time.perf_counter()
+    print(f"{label} ...", flush=True)
+    try:
+        yield
+    except Exception as error:
+        print(f"{label}: FAILED after {time.perf_counter() - start:.1f}s: {type(error).__name__}: {error}", flush=True)
+        raise
+    size = f", {path} ({path.stat().st_size / 1e6:.1f} MB)" if path is not None and path.exists() else ""
+    print(f"{label}: done in {time.perf_counter() - start:.1f}s{size}", flush=True)
+
+
+def build_engines(manifest_path: Path) -> None:
+    """Hook for the engines package: build TensorRT engines from the graphs listed in ``manifest_path``."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailableError("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
+    if importlib.util.find_spec("engines.build") is None:
+        raise BackendUnavailableError("the engines package has no builder (engines.build) yet")
+    from engines.build import build_from_manifest  # noqa: PLC0415 - optional, GPU machines only
+
+    build_from_manifest(manifest_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    from .pipeline import export_artifacts  # torch and friends load after argument checks
+
+    try:
+        manifest_path = export_artifacts(config, step)
+    except TruForError as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    out, p = config.out, config.precision
+    print(f"\nONNX artifacts ready in {out}/ ({manifest_path.name})")
+    status = EXIT_OK
+    if not config.onnx_only:
+        try:
+            with step("tensorrt engines"):
+                build_engines(manifest_path)
+        except BackendUnavailableError as error:
+            print(f"No TensorRT engine was built: {error}. The ONNX artifacts in {out}/ are ready for the "
+                  "ONNX Runtime backend; pass --onnx-only to make this the expected outcome (exit 0).")
+            status = EXIT_NO_ENGINE
+        except TruForError as error:
+            print(f"engine build failed: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    print("\nNext:")
+    print(f"  python -m runtime.scan INPUT --out results --artifacts {out} --precision {p}")
+    if status == EXIT_NO_ENGINE:
+        print(f"  (on a machine with TensorRT and a GPU) python -m export.build --precision {p} --out {out} "
+              + (f"--checkpoint {config.checkpoint}" if config.checkpoint else f"--preset {config.preset}"))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""``manifest.<precision>.json``: what was exported, from what, and the contract of each graph.
+
+The runtime calls :func:`load_manifest` and gets a frozen :class:`Manifest`, or an ArtifactError
+naming the file and the command that fixes it: missing manifest (listing the precisions that
+are there), unknown format version, other precision, missing graph, or a graph whose sha256 no
+longer matches (stale artifacts). Several precisions share one folder, one manifest each.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reference.errors import ArtifactError
+
+from .formats import FORMAT_VERSION, PRECISIONS
+
+MANIFEST_PATTERN = "manifest.{precision}.json"
+
+
+def manifest_path(artifacts_dir: str | os.PathLike, precision: str) -> Path:
+    return Path(artifacts_dir) / MANIFEST_PATTERN.format(precision=precision)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _export_command(artifacts_dir: Path, precision: str | None) -> str:
+    return f"python -m export.build --precision {precision or 'fp32'} --out {artifacts_dir}"
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    kind: str  # "whole", "tile" or "score"
+    path: Path
+    sha256: str
+    inputs: dict[str, dict]  # name -> {"dtype", "shape"}
+    outputs: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    format_version: int
+    precision: str
+    preset: str
+    config: dict[str, Any]
+    checkpoint: dict[str, str] | None  # {"path", "sha256"}, None for random init
+    opset: int
+    tile_size: int
+    preprocessing: dict[str, Any]
+    graphs: dict[str, GraphEntry]
+    versions: dict[str, str]
+    created: str
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def graph(self, kind: str) -> GraphEntry:
+        try:
+            return self.graphs[kind]
+        except KeyError:
+            raise ArtifactError(f"{self.path} lists no {kind!r} graph (it has {sorted(self.graphs)})") from None
+
+
+def available_precisions(artifacts_dir: str | os.PathLike) -> list[str]:
+    return [p for p in PRECISIONS if manifest_path(artifacts_dir, p).is_file()]
+
+
+def load_manifest(artifacts_dir: str | os.PathLike, precision: str | None = None, *, verify: bool = True) -> Manifest:
+    """The manifest for ``precision`` in ``artifacts_dir`` (the only one there when None), checked.
+
+    ``verify`` hashes every graph file (about a second for the full model) to refuse stale files.
+    """
+    folder = Path(artifacts_dir)
+    if precision is not None and precision not in PRECISIONS:
+        raise ArtifactError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    available = available_precisions(folder) if folder.is_dir() else []
+    if precision is None:
+        if len(available) != 1:
+            what = f"several ({', '.join(available)}): pass one" if available else "none"
+            raise ArtifactError(
+                f"{folder}: found {what} of {MANIFEST_PATTERN.format(precision='<precision>')}; "
+                f"export with: {_export_command(folder, None)}"
+            )
+        precision = available[0]
+    path = manifest_path(folder, precision)
+    if not path.is_file():
+        there = f"available here: {', '.join(available)}" if available else "no precision is exported there"
+        raise ArtifactError(
+            f"{path} does not exist ({there}); export it with: {_export_command(folder, precision)}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{path} is not readable JSON ({error}); re-export: {_export_command(folder, precision)}") from error
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path} has format_version {data.get('format_version')!r}, this code reads {FORMAT_VERSION}; "
+            f"re-export with this version: {_export_command(folder, precision)}"
+        )
+    if data.get("precision") != precision:
+        raise ArtifactError(
+            f"{path} describes precision {data.get('precision')!r}, not {precision!r}; "
+            f"re-export: {_export_command(folder, precision)}"
+        )
+    graphs = {}
+    for kind, entry in data["graphs"].items():
+        graph_path = folder / entry["file"]
+        if not graph_path.is_file():
+            raise ArtifactError(
+                f"{graph_path} listed in {path.name} is missing; re-export: {_export_command(folder, precision)}"
+            )
+        if verify and sha256_file(graph_path) != entry["sha256"]:
+            raise ArtifactError(
+                f"{graph_path} does not match the sha256 in {path.name} (stale or modified artifacts); "
+                f"re-export: {_export_command(folder, precision)}"
+            )
+        graphs[kind] = GraphEntry(kind, graph_path, entry["sha256"], entry["inputs"], entry["outputs"])
+    return Manifest(
+        path=path,
+        format_version=data["format_version"],
+        precision=precision,
+        preset=data["preset"],
+        config=data["config"],
+        checkpoint=data["checkpoint"],
+        opset=data["opset"],
+        tile_size=data["tile_size"],
+        preprocessing=data["preprocessing"],
+        graphs=graphs,
+        versions=data["versions"],
+        created=data["created"],
+    )
+
+
+def write_manifest(path: str | os.PathLike, data: dict) -> Path:
+    """Write atomically: a reader sees the old manifest or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

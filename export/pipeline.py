@@ -1,0 +1,170 @@
+"""The export steps behind ``python -m export.build``: model, fp32 graphs, precision, metadata, manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+
+from reference.build import build_trufor
+from reference.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
+
+from . import calibration
+from .fp16 import check_fp16, convert_to_fp16, fp16_summary
+from .formats import FORMAT_VERSION, OPSET, graph_specs
+from .int8 import check_symmetric, qdq_summary, quantize_graphs
+from .manifest import manifest_path, sha256_file, utc_now, write_manifest
+from .onnx_export import check_structure, export_graph, save_model, set_metadata, simplify
+from .wrappers import ScoreModel, TileModel, WholeImageModel
+
+PREPROCESSING = {
+    "input": "uint8 RGB NHWC",
+    "scale": PIXEL_SCALE,
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
+    "exif_transpose": False,
+}
+# Explicit matmul-softmax attention: the same graph as SDPA after export at opset 18, but with a
+# constant scale instead of a Sqrt of a runtime shape, and the pattern TensorRT fuses into MHA.
+EXPORT_OVERRIDES = {"fused_attention": False}
+
+
+def project_version() -> str:
+    try:
+        return importlib.metadata.version("trufor-deploy")
+    except importlib.metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text())["project"]["version"]
+        except (OSError, KeyError, ValueError):
+            return "unknown"
+
+
+def versions() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "project": project_version(),
+    }
+
+
+def fp32_graphs(model, tile: int, step: Callable) -> dict[str, onnx.ModelProto]:
+    """Trace the three wrappers. Examples use batch 2 so no dimension is traced as a constant 1."""
+    specs = graph_specs(tile)
+    examples = {
+        "whole": (WholeImageModel(model), (torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8),)),
+        "tile": (TileModel(model), (torch.randint(0, 256, (2, tile, tile, 3), dtype=torch.uint8),)),
+        "score": (ScoreModel(model), (torch.randn(1, 2, 64, 96), torch.randn(1, 1, 64, 96))),
+    }
+    graphs = {}
+    for kind, (module, example) in examples.items():
+        with step(f"fp32 {kind} graph: torch.onnx.export + onnxslim + onnx.checker"):
+            graphs[kind] = export_graph(module.eval(), example, specs[kind])
+    return graphs
+
+
+def to_fp16(graphs: dict[str, onnx.ModelProto], step: Callable) -> dict[str, onnx.ModelProto]:
+    result = dict(graphs)
+    specs = graph_specs()
+    for kind in ("whole", "tile"):
+        with step(f"fp16 {kind} graph: float16 with float32 islands"):
+            model = simplify(convert_to_fp16(graphs[kind]), f"fp16 {kind}")
+            check_fp16(model)
+            check_structure(model, specs[kind], expect_folded_bn=False)
+            print(f"  {fp16_summary(model)}")
+            result[kind] = model
+    return result
+
+
+def to_int8(graphs: dict[str, onnx.ModelProto], config, step: Callable) -> dict[str, onnx.ModelProto]:
+    count = config.calib_count
+    if config.calib is None:
+        print(f"  calibrating on {count} synthetic images (pass --calib DIR with real images for better ranges)")
+        tiles = calibration.synthetic_tiles(config.tile, count)
+    else:
+        tiles = calibration.folder_tiles(config.calib, config.tile, count)
+    with step("int8: calibrate on the tile graph, quantize tile and whole graphs"):
+        quantized = quantize_graphs(
+            {"tile": graphs["tile"], "whole": graphs["whole"]},
+            calibration.TileReader(tiles, count),
+            workdir=config.out,
+        )
+    for kind, model in quantized.items():
+        check_symmetric(model)
+        print(f"  {kind}: {qdq_summary(model)}")
+    return {**graphs, **quantized}
+
+
+def export_artifacts(config, step: Callable, model=None) -> Path:
+    """Write the three graphs and, last, ``manifest.<precision>.json``; returns the manifest's path.
+
+    ``model`` (tests) replaces the one built from ``config.preset``/``config.checkpoint``.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_file = manifest_path(out, config.precision)
+    manifest_file.unlink(missing_ok=True)  # an interrupted export leaves no manifest, not a stale one
+    checkpoint = None
+    if config.checkpoint is not None:
+        checkpoint = {"path": str(config.checkpoint), "sha256": sha256_file(config.checkpoint)}
+    if model is None:
+        source = f"checkpoint {config.checkpoint}" if config.checkpoint else "random init"
+        with step(f"build model: preset {config.preset}, {source}"):
+            model = build_trufor(
+                config.preset, config.checkpoint, conf_bn_variant=config.conf_bn_variant, **EXPORT_OVERRIDES
+            )
+    graphs = fp32_graphs(model, config.tile, step)
+    if config.precision == "fp16":
+        graphs = to_fp16(graphs, step)
+    elif config.precision == "int8":
+        graphs = to_int8(graphs, config, step)
+
+    model_config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.config).items()}
+    created = utc_now()
+    specs = graph_specs(config.tile)
+    entries = {}
+    for kind, graph in graphs.items():
+        spec = specs[kind]
+        set_metadata(graph, {
+            "trufor.format_version": str(FORMAT_VERSION),
+            "trufor.graph": kind,
+            "trufor.precision": config.precision,
+            "trufor.compute_precision": "fp32" if spec.always_fp32 else config.precision,
+            "trufor.preset": config.preset,
+            "trufor.checkpoint_sha256": checkpoint["sha256"] if checkpoint else "",
+            "trufor.opset": str(OPSET),
+            "trufor.tile_size": str(config.tile),
+            "trufor.preprocessing": PREPROCESSING,
+            "trufor.config": model_config,
+            "trufor.project_version": project_version(),
+            "trufor.created": created,
+        })
+        path = out / spec.file_name(config.precision)
+        with step(f"write {kind} graph", path):
+            save_model(graph, path)
+        entries[kind] = {"file": path.name, "sha256": sha256_file(path), **spec.io_json()}
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "precision": config.precision,
+        "preset": config.preset,
+        "config": model_config,
+        "checkpoint": checkpoint,
+        "opset": OPSET,
+        "tile_size": config.tile,
+        "preprocessing": PREPROCESSING,
+        "graphs": entries,
+        "versions": versions(),
+        "created": created,
+    }
+    with step("write manifest", manifest_file):
+        write_manifest(manifest_file, manifest)
+    return manifest_file

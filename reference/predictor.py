@@ -1,0 +1,98 @@
+"""The result type every backend returns, and the reference (PyTorch) predictor."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .build import build_trufor
+from .image import DEFAULT_MAX_PIXELS, load_rgb, to_tensor
+from .model import TruFor, probabilities
+from .optimize import optimize_for_inference
+
+
+@dataclass(frozen=True)
+class TruForResult:
+    """One image's outputs, as numpy arrays at the input's full resolution."""
+
+    map: np.ndarray  # (H, W) float32, P(forged) per pixel
+    conf: np.ndarray  # (H, W) float32, reliability of the map
+    score: float  # P(image forged), in [0, 1]
+    noiseprint: np.ndarray | None = None  # (H, W) float32, raw Noiseprint++ residual
+    loc_logits: np.ndarray | None = None  # (num_classes, H, W) float32
+    conf_logits: np.ndarray | None = None  # (1, H, W) float32
+    det_logit: float | None = None
+
+    @property
+    def imgsize(self) -> tuple[int, int]:
+        return self.map.shape
+
+    def npz_fields(self) -> dict[str, np.ndarray]:
+        """The official ``.npz`` fields (``np++`` only when the Noiseprint was kept)."""
+        fields = {
+            "map": self.map.astype(np.float32, copy=False),
+            "conf": self.conf.astype(np.float32, copy=False),
+            "score": np.asarray(self.score, dtype=np.float64),
+            "imgsize": np.asarray(self.imgsize, dtype=np.int64),
+        }
+        if self.noiseprint is not None:
+            fields["np++"] = self.noiseprint.astype(np.float32, copy=False)
+        return fields
+
+
+class ReferencePredictor:
+    """Runs the PyTorch model on one image at native resolution, as the official code does.
+
+    It keeps its own inference-optimized copy of ``model`` (BatchNorm folded, channels-last).
+    """
+
+    def __init__(
+        self,
+        model: TruFor,
+        device: str | torch.device = "cpu",
+        *,
+        exif_transpose: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
+        self.device = torch.device(device)
+        self.model = optimize_for_inference(model).to(self.device)
+        self.exif_transpose = exif_transpose
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike | None = None,
+        preset: str = "trufor",
+        device: str | torch.device = "cpu",
+        *,
+        exif_transpose: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        **overrides,
+    ) -> ReferencePredictor:
+        """``overrides`` replace preset fields (e.g. ``conf_bn_variant="train"``)."""
+        model = build_trufor(preset, checkpoint, **overrides)
+        return cls(model, device, exif_transpose=exif_transpose, max_pixels=max_pixels)
+
+    @torch.inference_mode()
+    def predict(self, image, *, noiseprint: bool = False, logits: bool = False) -> TruForResult:
+        """``image``: a path, encoded bytes, a PIL image or an HxWx3 uint8 RGB array."""
+        rgb = load_rgb(image, exif_transpose=self.exif_transpose, max_pixels=self.max_pixels)
+        output = self.model(to_tensor(rgb).to(self.device))
+        probs = probabilities(output)
+        return TruForResult(
+            map=_to_numpy(probs.map[0]),
+            conf=_to_numpy(probs.conf[0]),
+            score=float(probs.score[0]),
+            noiseprint=_to_numpy(output.noiseprint[0, 0]) if noiseprint else None,
+            loc_logits=_to_numpy(output.loc_logits[0]) if logits else None,
+            conf_logits=_to_numpy(output.conf_logits[0]) if logits else None,
+            det_logit=float(output.det_logit[0, 0]) if logits else None,
+        )
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.float().cpu().numpy())

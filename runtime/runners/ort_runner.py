@@ -1,0 +1,137 @@
+"""The ONNX Runtime backend: one InferenceSession per exported graph (whole, tile, score)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from reference.errors import ArtifactError, BackendUnavailableError
+
+from .base import GRAPH_NAMES, Backend, BaseRunner, GraphIO, graph_io
+
+_ORT_TYPES = {"tensor(uint8)": np.dtype(np.uint8), "tensor(float)": np.dtype(np.float32)}
+# Tried in this order when present; TensorRT's provider is used only when asked for by name.
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"the onnxruntime backend needs the onnxruntime package ({error}); pip install onnxruntime"
+        ) from error
+    return onnxruntime
+
+
+def default_providers() -> list[str]:
+    available = _onnxruntime().get_available_providers()
+    return [name for name in DEFAULT_PROVIDERS if name in available]
+
+
+class OrtRunner(BaseRunner):
+    """One graph file; the session is created on activate and dropped on deactivate."""
+
+    def __init__(self, graph: str, io: GraphIO, path: Path, providers: list[str], threads: int | None):
+        super().__init__(graph, io)
+        self.path = path
+        self.providers = providers
+        self.threads = threads
+        self.session = None
+
+    def activate_impl(self) -> None:
+        ort = _onnxruntime()
+        if not self.path.is_file():
+            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        if self.graph != "tile":
+            # Whole-image and score shapes change with every image size; an arena would keep the
+            # largest image's buffers for the rest of the run.
+            options.enable_cpu_mem_arena = False
+        try:
+            self.session = ort.InferenceSession(os.fspath(self.path), options, providers=self.providers)
+        except Exception as error:  # ORT raises its own exception types for unreadable models
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {type(error).__name__}: {error}") from error
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        inputs = {arg.name: arg for arg in self.session.get_inputs()}
+        outputs = [arg.name for arg in self.session.get_outputs()]
+        problems = []
+        if set(inputs) != set(self.io.inputs):
+            problems.append(f"inputs {sorted(inputs)}, expected {sorted(self.io.inputs)}")
+        else:
+            for name, spec in self.io.inputs.items():
+                got = _ORT_TYPES.get(inputs[name].type)
+                if got != spec.dtype:
+                    problems.append(f"input {name!r} is {inputs[name].type}, expected {spec.dtype}")
+                fixed = [(g, w) for g, w in zip(inputs[name].shape, spec.shape) if isinstance(w, int)]
+                if len(inputs[name].shape) != len(spec.shape) or any(
+                    isinstance(g, int) and g != w for g, w in fixed
+                ):
+                    problems.append(f"input {name!r} has shape {inputs[name].shape}, expected {spec.shape}")
+        if sorted(outputs) != sorted(self.io.outputs):
+            problems.append(f"outputs {outputs}, expected {list(self.io.outputs)}")
+        if problems:
+            self.session = None
+            raise ArtifactError(
+                f"{self.path} does not match the {self.graph} graph contract: {'; '.join(problems)}. "
+                "Rebuild the artifacts with python -m export.build"
+            )
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(list(self.io.outputs), {k: np.ascontiguousarray(v) for k, v in feed.items()})
+        return dict(zip(self.io.outputs, values))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        artifacts_dir: str | os.PathLike,
+        precision: str = "fp32",
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ):
+        from export.manifest import load_manifest  # raises ArtifactError for missing or stale artifacts
+
+        self.manifest = load_manifest(artifacts_dir, precision)
+        paths = {graph: self.manifest.graph(graph).path for graph in GRAPH_NAMES}
+        self._setup(paths, precision, self.manifest.tile_size, providers, threads)
+
+    @classmethod
+    def from_files(
+        cls,
+        paths: dict[str, str | os.PathLike],
+        precision: str,
+        tile_size: int,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> OrtBackend:
+        """A backend over graph files named directly, without a manifest (tests, experiments)."""
+        backend = cls.__new__(cls)
+        backend.manifest = None
+        backend._setup({g: Path(p) for g, p in paths.items()}, precision, tile_size, providers, threads)
+        return backend
+
+    def _setup(self, paths, precision, tile_size, providers, threads) -> None:
+        providers = list(providers) if providers else default_providers()
+        io = graph_io(tile_size)
+        super().__init__(
+            precision,
+            tile_size,
+            {graph: OrtRunner(graph, io[graph], paths[graph], providers, threads) for graph in GRAPH_NAMES},
+        )
+        self.providers = providers
+
+    def describe(self) -> str:
+        return f"onnxruntime ({self.precision}, tile {self.tile_size}, {', '.join(self.providers)})"

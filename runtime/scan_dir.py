@@ -1,0 +1,93 @@
+"""Guards on a scan's output folder: one writer at a time, and no mixing of results from different settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reference.errors import TruForError
+from reference.outputs import atomic_write
+
+from .backends import BackendRequest
+from .runners.base import Backend
+from .tiling import TilingConfig
+
+SETTINGS_FILE = "scan.json"
+LOCK_FILE = ".scan.lock"
+
+
+class ScanDirLock:
+    """An exclusive ``flock`` on DIR/.scan.lock; the kernel drops it when the process dies (even kill -9)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_FILE
+        self._file = None
+
+    def __enter__(self) -> ScanDirLock:
+        import fcntl
+
+        self._file = open(self.path, "a")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise TruForError(
+                f"another scan is writing to {self.path.parent} (it holds {self.path}); wait for it or pick another --out"
+            ) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()  # closing releases the lock
+
+
+def _model_identity(request: BackendRequest, backend: Backend) -> str:
+    if backend.name == "torch":
+        if request.checkpoint is None:
+            return f"preset {request.preset} (random weights)"
+        stat = request.checkpoint.stat()
+        return f"checkpoint {request.checkpoint.resolve()} ({stat.st_size} bytes), preset {request.preset or 'trufor'}"
+    manifest = getattr(backend, "manifest", None)
+    source = "random weights"
+    if manifest is not None and manifest.checkpoint:
+        source = f"checkpoint sha256 {manifest.checkpoint['sha256']}"
+    return f"artifacts {request.artifacts.resolve()} ({source})"
+
+
+def settings(request, backend, tiling: TilingConfig, image_options, threshold: float) -> dict:
+    """Everything that changes a row's numbers; rows made with other settings must not be mixed in."""
+    return {
+        "backend": backend.name,
+        "precision": backend.precision,
+        "model": _model_identity(request, backend),
+        "tile_size": backend.tile_size,
+        "tile_threshold_pixels": tiling.threshold_pixels,
+        "tile_overlap": tiling.overlap_for(backend.tile_size),
+        "tile_window": tiling.window,
+        "exif_transpose": image_options.exif_transpose,
+        "threshold": threshold,
+    }
+
+
+def check_settings(folder: Path, request, backend, tiling, image_options, threshold: float) -> None:
+    """Record the settings on the first run; refuse to resume with different ones, naming each difference."""
+    path = folder / SETTINGS_FILE
+    current = settings(request, backend, tiling, image_options, threshold)
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except ValueError:
+            recorded = None
+        if isinstance(recorded, dict):
+            changed = [
+                f"{key}: {recorded.get(key)!r} there, {value!r} now"
+                for key, value in current.items()
+                if recorded.get(key) != value
+            ]
+            if not changed:
+                return
+            raise TruForError(
+                f"{folder} holds results made with other settings ({'; '.join(changed)}). "
+                "Resuming would mix them: pass a new --out, or rerun with the recorded settings"
+            )
+    text = json.dumps(current, indent=2) + "\n"
+    atomic_write(path, lambda file: file.write(text.encode()))

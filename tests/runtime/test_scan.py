@@ -1,0 +1,309 @@
+"""python -m runtime.scan: a row per file whatever the file, exit status, output names, resume, interrupts.
+
+Every input is written into tmp_path by the test. Runs are in-process (``main``) except the kill -9
+test, which needs a real process to kill.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rt_helpers import noise_image, tiny_checkpoint  # noqa: F401 (fixture)
+from runtime.runners.torch_runner import TorchBackend
+from runtime.scan import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def by_relpath(out: Path) -> dict[str, dict]:
+    return {row["relpath"]: row for row in rows(out)}
+
+
+def scan(inputs, out, checkpoint, *extra) -> int:
+    argv = [*map(str, inputs), "--out", str(out), "--checkpoint", str(checkpoint), "--preset", "tiny"]
+    argv += ["--workers", "2", "--tile-size", "64", *extra]
+    return main(argv)
+
+
+def save(path: Path, image: Image.Image, **params) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **params)
+    return path
+
+
+def jpeg_bytes(rgb: np.ndarray, **params) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90, **params)
+    return buffer.getvalue()
+
+
+def png_with_size(path: Path, width: int, height: int) -> Path:
+    """A small valid PNG whose IHDR claims ``width`` x ``height`` (CRC fixed): a decompression bomb."""
+    buffer = io.BytesIO()
+    Image.fromarray(noise_image(32, 32)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def corrupt_png(path: Path) -> Path:
+    buffer = io.BytesIO()
+    Image.fromarray(noise_image(48, 48)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"IDAT") + 8
+    data[start : start + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def exif_rotated_jpeg(path: Path) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    return save(path, Image.fromarray(noise_image(48, 64)), format="JPEG", exif=exif)
+
+
+# name -> (writer, expected status)
+BAD_INPUTS = {
+    "corrupt.png": (corrupt_png, "decode_error"),
+    "truncated.jpg": (lambda p: p.write_bytes(jpeg_bytes(noise_image(96, 96))[:1500]) and p, "decode_error"),
+    "zero.jpg": (lambda p: p.write_bytes(b"") or p, "decode_error"),
+    "text.jpg": (lambda p: p.write_text("this is not an image\n") and p, "decode_error"),
+    "bomb.png": (lambda p: png_with_size(p, 100_000, 100_000), "too_large"),
+    "tiny.png": (lambda p: save(p, Image.fromarray(noise_image(20, 40))), "too_small"),
+    "float.tif": (lambda p: save(p, Image.fromarray(np.ones((40, 40), np.float32))), "unsupported_mode"),
+    "gray16.png": (lambda p: save(p, Image.fromarray((np.arange(48 * 48).reshape(48, 48) * 25).astype(np.uint16))), "ok"),
+    "cmyk.jpg": (lambda p: save(p, Image.fromarray(noise_image(48, 48)).convert("CMYK"), quality=90), "ok"),
+    "rgba.png": (lambda p: save(p, Image.fromarray(noise_image(48, 48)).convert("RGBA")), "ok"),
+    "gray.png": (lambda p: save(p, Image.fromarray(noise_image(48, 48)).convert("L")), "ok"),
+    "rotated.jpg": (exif_rotated_jpeg, "ok"),
+    "good.jpg": (lambda p: p.write_bytes(jpeg_bytes(noise_image(48, 64))) and p, "ok"),
+}
+
+
+@pytest.fixture
+def bad_folder(tmp_path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for name, (write, _) in BAD_INPUTS.items():
+        write(folder / name)
+    return folder
+
+
+def test_every_bad_input_gets_its_status_and_the_scan_goes_on(bad_folder, tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    assert scan([bad_folder], out, tiny_checkpoint, "--save-maps") == 1
+    found = by_relpath(out)
+    assert len(rows(out)) == len(BAD_INPUTS)
+    for name, (_, status) in BAD_INPUTS.items():
+        row = found[name]
+        assert row["status"] == status, (name, row)
+        if status == "ok":
+            assert row["error"] is None and 0 <= row["score"] <= 1 and row["mode"] == "whole"
+            assert row["forged"] == (row["score"] > 0.5) and 0 <= row["forged_fraction"] <= 1
+            fields = np.load(out / "maps" / f"{name}.npz")
+            assert tuple(fields["imgsize"]) == (row["height"], row["width"]) == fields["map"].shape
+        else:
+            assert row["error"] and row["score"] is None, row
+            assert not (out / "maps" / f"{name}.npz").exists()
+        assert row["backend"] == "torch" and row["precision"] == "fp32" and row["path"].endswith(name)
+    assert (found["rotated.jpg"]["width"], found["rotated.jpg"]["height"]) == (64, 48)
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "decode_error" in printed and "python -m runtime.scan" in printed
+
+
+def test_exif_transpose_rotates_before_scanning(tmp_path, tiny_checkpoint):
+    path = exif_rotated_jpeg(tmp_path / "rotated.jpg")
+    assert scan([path], tmp_path / "out", tiny_checkpoint, "--exif-transpose") == 0
+    row = rows(tmp_path / "out")[0]
+    assert (row["width"], row["height"]) == (48, 64)
+
+
+def test_all_ok_exits_0_and_outputs_are_named_by_relpath(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "in"
+    save(folder / "a.jpg", Image.fromarray(noise_image(48, 64, seed=1)), quality=95)
+    save(folder / "a.png", Image.fromarray(noise_image(48, 64, seed=2)))
+    save(folder / "sub" / "a.png", Image.fromarray(noise_image(64, 48, seed=3)))
+    out = tmp_path / "out"
+    assert scan([folder], out, tiny_checkpoint, "--save-maps", "--overlays") == 0
+    assert sorted(r["relpath"] for r in rows(out)) == ["a.jpg", "a.png", "sub/a.png"]
+    scores = {np.load(out / "maps" / f"{rel}.npz")["score"].item() for rel in ("a.jpg", "a.png", "sub/a.png")}
+    assert len(scores) == 3, "each image has its own npz"
+    for rel in ("a.jpg", "a.png", "sub/a.png"):
+        with Image.open(out / "overlays" / f"{rel}.png") as overlay:
+            assert overlay.size[0] == 2 * Image.open(folder / rel).size[0]
+    assert "PASSED" in capsys.readouterr().out
+
+
+def test_rerun_skips_finished_inputs_and_recomputes_nothing(bad_folder, tmp_path, tiny_checkpoint, monkeypatch):
+    out = tmp_path / "out"
+    scan([bad_folder], out, tiny_checkpoint, "--save-maps")
+    before = (out / "results.jsonl").read_bytes()
+    maps = {p: p.stat().st_mtime_ns for p in (out / "maps").iterdir()}
+
+    def fail(*args):
+        raise AssertionError("nothing should be recomputed")
+
+    monkeypatch.setattr(TorchBackend, "_whole", fail)
+    assert scan([bad_folder], out, tiny_checkpoint, "--save-maps") == 1  # old error rows still count
+    assert (out / "results.jsonl").read_bytes() == before
+    assert {p: p.stat().st_mtime_ns for p in (out / "maps").iterdir()} == maps
+
+
+def test_retry_errors_reruns_failed_inputs_only(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "in"
+    save(folder / "good.png", Image.fromarray(noise_image(48, 48)))
+    (folder / "fixed.png").write_text("not yet an image")
+    out = tmp_path / "out"
+    assert scan([folder], out, tiny_checkpoint) == 1
+    save(folder / "fixed.png", Image.fromarray(noise_image(48, 48, seed=5)))
+    assert scan([folder], out, tiny_checkpoint) == 1  # errors are skipped without --retry-errors
+    assert len(rows(out)) == 2
+    assert scan([folder], out, tiny_checkpoint, "--retry-errors") == 0
+    latest = by_relpath(out)
+    assert latest["fixed.png"]["status"] == "ok" and latest["good.png"]["status"] == "ok"
+    assert sum(r["relpath"] == "good.png" for r in rows(out)) == 1
+
+
+def test_inference_errors_are_isolated_per_file_even_inside_a_batch(tmp_path, tiny_checkpoint, monkeypatch):
+    folder = tmp_path / "in"
+    for i in range(4):
+        rgb = noise_image(48, 48, seed=i)
+        if i == 2:
+            rgb[0, 0] = (1, 2, 3)  # the marker the patched graph fails on
+        save(folder / f"{i}.png", Image.fromarray(rgb))
+    original = TorchBackend._whole
+
+    def flaky(self, feed):
+        if (feed["image"][:, 0, 0] == (1, 2, 3)).all(axis=1).any():
+            raise RuntimeError("simulated out of memory")
+        return original(self, feed)
+
+    monkeypatch.setattr(TorchBackend, "_whole", flaky)
+    out = tmp_path / "out"
+    assert scan([folder], out, tiny_checkpoint, "--batch-size", "4", "--workers", "4") == 1
+    found = by_relpath(out)
+    assert found["2.png"]["status"] == "inference_error"
+    assert found["2.png"]["error"] == "RuntimeError: simulated out of memory"
+    assert all(found[f"{i}.png"]["status"] == "ok" for i in (0, 1, 3))
+
+
+def test_ctrl_c_stops_cleanly_keeps_rows_and_resumes(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    folder = tmp_path / "in"
+    for i in range(5):
+        save(folder / f"{i}.png", Image.fromarray(noise_image(48, 48 + 8 * i, seed=i)))
+    original, calls = TorchBackend._whole, []
+
+    def interrupted(self, feed):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, feed)
+
+    monkeypatch.setattr(TorchBackend, "_whole", interrupted)
+    out = tmp_path / "out"
+    assert scan([folder], out, tiny_checkpoint, "--save-maps", "--workers", "1") == 130
+    assert "INTERRUPTED" in capsys.readouterr().err
+    assert len(rows(out)) == 2 and all(r["status"] == "ok" for r in rows(out))
+    monkeypatch.setattr(TorchBackend, "_whole", original)
+    assert scan([folder], out, tiny_checkpoint, "--save-maps") == 0
+    assert sorted(r["relpath"] for r in rows(out)) == [f"{i}.png" for i in range(5)]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_torn_last_line_is_ignored_and_cut_before_appending(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "in"
+    for i in range(2):
+        save(folder / f"{i}.png", Image.fromarray(noise_image(48, 48, seed=i)))
+    out = tmp_path / "out"
+    assert scan([folder / "0.png"], out, tiny_checkpoint) == 0
+    with open(out / "results.jsonl", "a") as file:
+        file.write('{"path": "x", "relpath": "1.png", "sta')  # a write cut short by kill -9
+    assert scan([folder], out, tiny_checkpoint) == 0
+    assert [r["relpath"] for r in rows(out)] == ["0.png", "1.png"]
+
+
+def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_checkpoint, capsys):
+    path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
+    out = tmp_path / "out"
+    assert scan([path], out, tiny_checkpoint) == 0
+    assert scan([path], out, tiny_checkpoint, "--threshold", "0.9") == 2
+    assert "threshold: 0.5 there, 0.9 now" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--backend", "torch", "--precision", "int8"], "--backend torch runs fp32 only"),
+        (["--backend", "onnxruntime", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only"),
+        (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend onnxruntime only"),
+        (["--threshold", "1.5"], "--threshold must be within"),
+        (["--tile-window", "round"], "invalid choice"),
+    ],
+)
+def test_conflicting_arguments_exit_2_naming_both_sides(tmp_path, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["x.png", "--out", str(tmp_path / "out"), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_model_exits_2_and_says_what_to_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
+    assert main([str(path), "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "python -m export.build --precision fp32" in err and "--backend torch --checkpoint" in err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_kill_9_mid_run_then_rerun_gives_every_file_once(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "in"
+    names = [f"{i:02d}.png" for i in range(24)]
+    for i, name in enumerate(names):
+        save(folder / name, Image.fromarray(noise_image(160, 192, seed=i)))
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "runtime.scan", str(folder), "--out", str(out), "--checkpoint", str(tiny_checkpoint),
+        "--preset", "tiny", "--save-maps", "--overlays", "--workers", "1", "--batch-size", "1", "--tile-size", "64",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if results.exists() and results.stat().st_size > 0:
+            break
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    first = [line for line in results.read_text().splitlines() if line.strip()]
+    assert 0 < len(first) < len(names), "the kill should land mid-run"
+
+    assert subprocess.run(command, cwd=ROOT, capture_output=True).returncode == 0
+    ok = [r["relpath"] for r in rows(out) if r["status"] == "ok"]
+    assert sorted(ok) == names, "every file exactly once"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    for name in names:
+        with np.load(out / "maps" / f"{name}.npz") as fields:
+            assert fields["map"].shape == (160, 192)
+        with Image.open(out / "overlays" / f"{name}.png") as overlay:
+            overlay.load()

@@ -1,0 +1,116 @@
+"""runtime.tiling: grid coverage, window weights, exact stitching, and tiled == whole where they must agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.predictor import Predictor
+from runtime.tiling import WINDOWS, TileGrid, TilingConfig, stitch_tiles, tile_starts, window_1d
+
+from rt_helpers import TILE, noise_image, torch_backend  # noqa: F401 (fixture)
+
+
+@pytest.mark.parametrize("length", [29, 63, 64, 65, 100, 128, 129, 500, 1000, 6000])
+@pytest.mark.parametrize("tile,overlap", [(64, 16), (64, 0), (64, 32), (512, 128)])
+def test_tiles_cover_every_pixel_with_the_requested_overlap(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    padded = max(length, tile)
+    covered = np.zeros(padded, int)
+    for start in starts:
+        assert 0 <= start and start + tile <= padded
+        covered[start : start + tile] += 1
+    assert covered.min() >= 1, "a pixel is covered by no tile"
+    assert starts[0] == 0 and starts[-1] + tile == padded
+    for a, b in zip(starts, starts[1:]):
+        assert a + tile - b >= overlap, f"tiles at {a} and {b} overlap by less than {overlap}"
+    assert starts == sorted(set(starts))
+
+
+@pytest.mark.parametrize("kind", WINDOWS)
+@pytest.mark.parametrize("tile,overlap", [(64, 16), (64, 0), (512, 128), (32, 16)])
+def test_window_is_positive_symmetric_and_at_most_one(kind, tile, overlap):
+    weights = window_1d(tile, overlap, kind)
+    assert weights.shape == (tile,) and weights.dtype == np.float32
+    assert weights.min() > 0 and weights.max() <= 1
+    np.testing.assert_array_equal(weights, weights[::-1])
+
+
+def identity_tiles(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in tile graph whose 'logits' are the pixels: channels 0-1 as loc, channel 2 as conf."""
+    values = tiles.astype(np.float32).transpose(0, 3, 1, 2)
+    return values[:, :2], values[:, 2:]
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (64, 64), (40, 150), (29, 29), (130, 65)])
+@pytest.mark.parametrize("kind", WINDOWS)
+def test_stitching_an_identity_model_reproduces_the_image(shape, kind):
+    rgb = noise_image(*shape)
+    loc, conf = stitch_tiles(rgb, identity_tiles, TILE, 16, kind, batch_size=3)
+    assert loc.shape == (1, 2, *shape) and conf.shape == (1, 1, *shape)
+    expected = rgb.astype(np.float32).transpose(2, 0, 1)
+    if kind == "box":  # sums of small integers divided by their count: exact in float32
+        np.testing.assert_array_equal(loc[0], expected[:2])
+        np.testing.assert_array_equal(conf[0], expected[2:])
+    else:
+        np.testing.assert_allclose(loc[0], expected[:2], rtol=1e-6, atol=0)
+        np.testing.assert_allclose(conf[0], expected[2:], rtol=1e-6, atol=0)
+
+
+def test_total_weight_is_positive_everywhere_including_borders():
+    grid = TileGrid.for_image(300, 200, TILE, 16)
+    profile = window_1d(TILE, 16, "tukey")
+    assert grid.total_weight(profile, grid.ys, grid.height).min() > 0
+    assert grid.total_weight(profile, grid.xs, grid.width).min() > 0
+
+
+def _compare(a, b, atol=2e-6):
+    np.testing.assert_allclose(a.map, b.map, rtol=0, atol=atol, err_msg="map")
+    np.testing.assert_allclose(a.conf, b.conf, rtol=0, atol=atol, err_msg="conf")
+    assert abs(a.score - b.score) <= atol, (a.score, b.score)
+
+
+def test_tiled_run_of_one_tile_equals_the_whole_image_run(torch_backend):
+    rgb = noise_image(TILE, TILE, seed=1)
+    whole = Predictor(torch_backend, TilingConfig(threshold_pixels=TILE * TILE))
+    tiled = Predictor(torch_backend, TilingConfig(threshold_pixels=0))
+    assert whole.mode(TILE, TILE) == "whole" and tiled.mode(TILE, TILE) == "tiled"
+    reference = whole.predict(rgb)
+    assert reference.map.std() > 1e-3, "the tiny model's map should vary over the image"
+    _compare(tiled.predict(rgb), reference)
+
+
+@pytest.mark.parametrize("shape", [(40, 150), (29, 29), (64, 33)])
+def test_small_side_is_padded_to_the_tile_and_cropped_back(torch_backend, shape):
+    """Below the tile size on a side, the tile graph sees the image reflect-padded to T."""
+    rgb = noise_image(*shape, seed=2)
+    result = Predictor(torch_backend, TilingConfig(threshold_pixels=0)).predict(rgb)
+    assert result.map.shape == shape and result.conf.shape == shape
+    if shape[1] <= TILE:  # one tile: equals the whole-image run of the padded image, cropped
+        padded = np.pad(rgb, ((0, TILE - shape[0]), (0, TILE - shape[1]), (0, 0)), mode="reflect")
+        whole = Predictor(torch_backend, TilingConfig(threshold_pixels=10**9))
+        loc, conf = whole.backend.tile.infer({"image": padded[None]}).values()
+        cropped = whole.backend.score.infer(
+            {"loc_logits": np.ascontiguousarray(loc[:, :, : shape[0], : shape[1]]),
+             "conf_logits": np.ascontiguousarray(conf[:, :, : shape[0], : shape[1]])}
+        )
+        np.testing.assert_allclose(result.map, cropped["map"][0], rtol=0, atol=2e-6)
+        assert abs(result.score - float(cropped["score"][0])) <= 2e-6
+
+
+def test_large_image_runs_tiled_in_batches_and_keeps_its_size(torch_backend):
+    rgb = noise_image(150, 230, seed=4)
+    calls = []
+    predictor = Predictor(torch_backend, TilingConfig(threshold_pixels=100 * 100, batch_size=4))
+    infer = torch_backend.tile.infer
+    torch_backend.tile.infer = lambda feed: calls.append(feed["image"].shape[0]) or infer(feed)
+    result = predictor.predict(rgb)
+    grid = TileGrid.for_image(150, 230, TILE, TILE // 4)
+    assert sum(calls) == len(grid) and max(calls) == 4
+    assert result.map.shape == (150, 230) and 0 <= result.score <= 1
+    assert np.isfinite(result.map).all() and np.isfinite(result.conf).all()
+
+
+def test_overlap_above_half_the_tile_is_refused(torch_backend):
+    with pytest.raises(ValueError, match="more than half the tile size"):
+        Predictor(torch_backend, TilingConfig(overlap=TILE // 2 + 1))
