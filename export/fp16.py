@@ -11,6 +11,8 @@ Everything else (convolutions, matmuls, GELU, the decoders' stride-4 resizes) ru
 
 from __future__ import annotations
 
+import warnings
+
 import onnx
 from onnx import TensorProto
 
@@ -83,29 +85,88 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         if not node.name:
             node.name = f"node_{i}_{node.op_type}"
     blocked = shape_nodes(model.graph) | output_nodes(model.graph)
+    blocked |= {n.name for n in model.graph.node if n.op_type in FP32_OPS}
+    _unshare_initializers(model, blocked)
     try:
-        converted = float16.convert_float_to_float16(
-            model,
-            keep_io_types=True,
-            max_finite_val=65504.0,
-            op_block_list=list(FP32_OPS),
-            node_block_list=sorted(blocked),
-        )
+        # The converter warns once per weight below float16's smallest normal (it clamps them to
+        # +-1e-7); with real weights that is thousands of lines, so they are counted instead.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.filterwarnings("always", message="the float32 number .* will be truncated", category=UserWarning)
+            converted = float16.convert_float_to_float16(
+                model,
+                keep_io_types=True,
+                max_finite_val=65504.0,
+                op_block_list=list(FP32_OPS),
+                node_block_list=sorted(blocked),
+            )
     except Exception as error:
         raise ExportError(f"float16 conversion failed: {type(error).__name__}: {error}") from error
+    clamped = sum("will be truncated" in str(w.message) for w in caught)
+    for w in caught:
+        if "will be truncated" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if clamped:
+        print(f"  float16: {clamped} weight values below 1e-7 in magnitude were clamped to +-1e-7")
     _fix_casts(converted)
+    _restore_output_types(converted, {o.name: o.type.tensor_type.elem_type for o in model.graph.output})
     check_fp16(converted)
     return converted
 
 
-def _fix_casts(model: onnx.ModelProto) -> None:
-    """The converter retypes a Cast's output (uint8 -> float becomes float16) but not its ``to``: align them."""
-    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+def _unshare_initializers(model: onnx.ModelProto, blocked: set[str]) -> None:
+    """Give float32 nodes their own copy of an initializer they share with float16 nodes.
+
+    The simplifier merges identical constants (with a fresh init, every zero bias of one width is
+    one tensor, e.g. a LayerNorm bias and a folded conv bias); the converter then keeps the shared
+    tensor in float32 for the blocked node and the float16 node gets a float32 input.
+    """
+    inits = {init.name: init for init in model.graph.initializer}
+    users: dict[str, set[bool]] = {}
     for node in model.graph.node:
-        if node.op_type == "Cast" and types.get(node.output[0]) == TensorProto.FLOAT16:
+        for name in node.input:
+            if name in inits:
+                users.setdefault(name, set()).add(node.name in blocked)
+    shared = {name for name, kinds in users.items() if len(kinds) == 2}
+    for name in shared:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[name])
+        copy.name = f"{name}__fp32"
+        model.graph.initializer.append(copy)
+    for node in model.graph.node:
+        if node.name in blocked:
+            for i, name in enumerate(node.input):
+                if name in shared:
+                    node.input[i] = f"{name}__fp32"
+
+
+def _fix_casts(model: onnx.ModelProto) -> None:
+    """The converter retypes an integer -> float Cast's output to float16 (the uint8 image) but not its ``to``."""
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    types.update({v.name: v.type.tensor_type.elem_type for v in model.graph.input})
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+    for node in model.graph.node:
+        if node.op_type != "Cast" or types.get(node.input[0], TensorProto.FLOAT) in floats:
+            continue
+        if types.get(node.output[0]) == TensorProto.FLOAT16:
             for attr in node.attribute:
                 if attr.name == "to" and attr.i == TensorProto.FLOAT:
                     attr.i = TensorProto.FLOAT16
+
+
+def _restore_output_types(model: onnx.ModelProto, original: dict[str, int]) -> None:
+    """Outputs made by blocked (float32) nodes get a float16 Cast from the converter; make it a float32 no-op."""
+    producers = _producers(model.graph)
+    for output in model.graph.output:
+        elem_type = original.get(output.name)
+        if elem_type is None or output.type.tensor_type.elem_type == elem_type:
+            continue
+        node = producers.get(output.name)
+        if node is None or node.op_type != "Cast":
+            raise ExportError(f"fp16 conversion changed the type of output {output.name} and no Cast makes it")
+        for attr in node.attribute:
+            if attr.name == "to":
+                attr.i = elem_type
+        output.type.tensor_type.elem_type = elem_type
 
 
 def _fp16_weight_count(model: onnx.ModelProto) -> tuple[int, int]:

@@ -108,6 +108,10 @@ def check_structure(model: onnx.ModelProto, spec: GraphSpec, *, expect_folded_bn
     expected = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
     if names != expected:
         raise ExportError(f"the {spec.kind} graph has I/O {names}, the contract says {expected}")
+    for value, tensor in zip(list(model.graph.input) + list(model.graph.output), spec.inputs + spec.outputs):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+        if dtype != tensor.dtype:
+            raise ExportError(f"{spec.kind} graph: {value.name} is {dtype}, the contract says {tensor.dtype}")
 
 
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, object]) -> None:
@@ -139,6 +143,20 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     return path
 
 
+def apply_io_shapes(model: onnx.ModelProto, spec: GraphSpec) -> None:
+    """Write the contract's I/O dims (named dynamic axes, fixed sizes) over what the exporter inferred."""
+    values = list(model.graph.input) + list(model.graph.output)
+    for value, tensor in zip(values, spec.inputs + spec.outputs):
+        shape = value.type.tensor_type.shape
+        del shape.dim[:]
+        for size in tensor.shape:
+            dim = shape.dim.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+
+
 def export_graph(
     module: nn.Module,
     example: Sequence[torch.Tensor],
@@ -146,5 +164,6 @@ def export_graph(
 ) -> onnx.ModelProto:
     """Trace, simplify and check one fp32 graph; metadata and saving are the caller's."""
     model = simplify(trace_to_onnx(module, example, spec), spec.kind)
+    apply_io_shapes(model, spec)
     check_structure(model, spec)
     return model

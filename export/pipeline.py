@@ -19,7 +19,7 @@ from .fp16 import check_fp16, convert_to_fp16, fp16_summary
 from .formats import FORMAT_VERSION, OPSET, graph_specs
 from .int8 import check_symmetric, qdq_summary, quantize_graphs
 from .manifest import manifest_path, sha256_file, utc_now, write_manifest
-from .onnx_export import check_structure, export_graph, save_model, set_metadata, simplify
+from .onnx_export import apply_io_shapes, check_structure, export_graph, save_model, set_metadata, simplify
 from .wrappers import ScoreModel, TileModel, WholeImageModel
 
 PREPROCESSING = {
@@ -71,12 +71,13 @@ def fp32_graphs(model, tile: int, step: Callable) -> dict[str, onnx.ModelProto]:
     return graphs
 
 
-def to_fp16(graphs: dict[str, onnx.ModelProto], step: Callable) -> dict[str, onnx.ModelProto]:
+def to_fp16(graphs: dict[str, onnx.ModelProto], tile: int, step: Callable) -> dict[str, onnx.ModelProto]:
     result = dict(graphs)
-    specs = graph_specs()
+    specs = graph_specs(tile)
     for kind in ("whole", "tile"):
         with step(f"fp16 {kind} graph: float16 with float32 islands"):
             model = simplify(convert_to_fp16(graphs[kind]), f"fp16 {kind}")
+            apply_io_shapes(model, specs[kind])
             check_fp16(model)
             check_structure(model, specs[kind], expect_folded_bn=False)
             print(f"  {fp16_summary(model)}")
@@ -97,7 +98,10 @@ def to_int8(graphs: dict[str, onnx.ModelProto], config, step: Callable) -> dict[
             calibration.TileReader(tiles, count),
             workdir=config.out,
         )
+    specs = graph_specs(config.tile)
     for kind, model in quantized.items():
+        apply_io_shapes(model, specs[kind])
+        check_structure(model, specs[kind], expect_folded_bn=False)
         check_symmetric(model)
         print(f"  {kind}: {qdq_summary(model)}")
     return {**graphs, **quantized}
@@ -122,12 +126,13 @@ def export_artifacts(config, step: Callable, model=None) -> Path:
                 config.preset, config.checkpoint, conf_bn_variant=config.conf_bn_variant, **EXPORT_OVERRIDES
             )
     graphs = fp32_graphs(model, config.tile, step)
+    model_config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.config).items()}
+    del model  # the torch weights are not needed past tracing; calibration needs the memory
     if config.precision == "fp16":
-        graphs = to_fp16(graphs, step)
+        graphs = to_fp16(graphs, config.tile, step)
     elif config.precision == "int8":
         graphs = to_int8(graphs, config, step)
 
-    model_config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.config).items()}
     created = utc_now()
     specs = graph_specs(config.tile)
     entries = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,7 +20,10 @@ class Predictor:
     Images of at most ``tiling.threshold_pixels`` pixels run whole through the ``whole`` graph and
     reproduce the official outputs; larger ones run as blended tiles (see ``runtime.tiling``).
     The backend is activated here and stays active until ``close`` (or the end of a ``with``).
+    ``on_tiles(done, total)``, when set, is called after every batch of tiles of a tiled image.
     """
+
+    on_tiles: Callable[[int, int], None] | None = None
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class Predictor:
             self.overlap,
             self.tiling.window,
             self.tiling.batch_size,
+            self.on_tiles,
         )
         out = self.backend.score.infer({"loc_logits": loc_logits, "conf_logits": conf_logits})
         del loc_logits, conf_logits

@@ -121,29 +121,39 @@ class Scan:
         self.progress = progress
         self.statuses: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.seconds = 0.0
+        predictor.on_tiles = self._show_tiles
+
+    def _show_tiles(self, done: int, total: int) -> None:
+        self.progress.set_postfix_str(f"tiles {done}/{total}" if done < total else "pooling score")
 
     def run(self, pool: DecodePool) -> None:
-        pending: list[Decoded] = []
-        batch_size = self.predictor.tiling.batch_size
+        # Whole images wait here, grouped by size, until a group fills one call, the pending total
+        # reaches the batch size, or the decoders fall behind; rows are written after every call.
+        pending: dict[tuple[int, ...], list[Decoded]] = {}
         while True:
-            # Wait briefly for more same-size images while some are pending, then run what we have.
             got = pool.next(timeout=0.02 if pending else None)
             if got is DONE:
                 break
             if got is EMPTY:
-                self._infer(pending)
-                pending = []
-                continue
-            if got.error is not None:
+                pending = self._flush(pending)
+            elif got.error is not None:
                 self._record_error(got, got.error, "decode_error", got.seconds)
             elif self.predictor.mode(*got.rgb.shape[:2]) == "tiled":
                 self._infer([got])
             else:
-                pending.append(got)
-                if len(pending) >= batch_size:
-                    self._infer(pending)
-                    pending = []
-        self._infer(pending)
+                group = pending.setdefault(got.rgb.shape, [])
+                group.append(got)
+                if len(group) >= self.predictor.whole_batch_limit(*got.rgb.shape[:2]):
+                    self._infer(pending.pop(got.rgb.shape))
+                elif sum(map(len, pending.values())) >= self.predictor.tiling.batch_size:
+                    pending = self._flush(pending)
+        self._flush(pending)
+
+    def _flush(self, pending: dict[tuple[int, ...], list[Decoded]]) -> dict:
+        while pending:
+            self._infer(pending.pop(next(iter(pending))))
+        return pending
 
     def _infer(self, batch: list[Decoded]) -> None:
         if not batch:
@@ -218,8 +228,7 @@ class Scan:
         self.statuses[fields["status"]] += 1
         self.progress.update(1)
         failed = sum(n for status, n in self.statuses.items() if status != OK)
-        if failed:
-            self.progress.set_postfix_str(f"failed {failed}", refresh=False)
+        self.progress.set_postfix_str(f"failed {failed}" if failed else "", refresh=False)
 
 
 def _is_done(item: InputFile, latest: dict, options: OutputOptions) -> bool:
@@ -298,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(pool.close)
         interrupted, fatal = False, None
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        loop_started = time.perf_counter()
         try:
             scan.run(pool)
         except KeyboardInterrupt:
@@ -307,13 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
             progress.close()
-    return _summary(scan, inputs, options, results_path, time.perf_counter() - started, command, interrupted, fatal)
+            scan.seconds = time.perf_counter() - loop_started
+    return _summary(scan, inputs, results_path, time.perf_counter() - started, command, interrupted, fatal)
 
 
-def _summary(scan, inputs, options, results_path, seconds, command, interrupted, fatal) -> int:
+def _summary(scan, inputs, results_path, seconds, command, interrupted, fatal) -> int:
     done = sum(scan.statuses.values())
     counts = ", ".join(f"{status} {n}" for status, n in scan.statuses.most_common()) or "nothing"
-    _log(f"[I] This run: {counts} in {seconds:.1f} s ({done / seconds if seconds else 0:.2f} images/s)")
+    rate = done / scan.seconds if scan.seconds else 0.0
+    _log(f"[I] This run: {counts} in {scan.seconds:.1f} s ({rate:.3f} images/s, model loading excluded)")
     for message, n in scan.errors.most_common(5):
         _log(f"[I]   {n} x {message}")
     if len(scan.errors) > 5:

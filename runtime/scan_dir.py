@@ -24,8 +24,10 @@ class ScanDirLock:
         self._file = None
 
     def __enter__(self) -> ScanDirLock:
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, the user keeps scans apart
+            return self
         self._file = open(self.path, "a")
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -37,7 +39,8 @@ class ScanDirLock:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._file.close()  # closing releases the lock
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
 
 
 def _model_identity(request: BackendRequest, backend: Backend) -> str:

@@ -27,10 +27,11 @@ import numpy as np
 
 WINDOWS = ("tukey", "hann", "box")
 WINDOW_FLOOR = 1e-3  # smallest window weight: keeps border pixels' total weight away from zero
-# Above this many pixels an image runs tiled. Whole-image runs of the full model measured on this
-# CPU (fused attention, fp32): ~2.3 GB at 1 MP, ~4.2 GB at 2 MP, ~6.9 GB at 4 MP peak RSS, so
-# 2 MP (e.g. 1600x1200, 1920x1080) stays inside a 6 GB budget with room for decoding.
-DEFAULT_THRESHOLD_PIXELS = 2_000_000
+# Above this many pixels an image runs tiled. Peak RSS of one whole-image run of the full model,
+# torch fp32 (fused attention), measured on this CPU: 0.79 MP 1.9 GB, 1.05 MP 2.5 GB, 1.92 MP
+# 4.0 GB, 3.15 MP 6.1 GB (about 1.8 GB per megapixel). 2048 x 1024 pixels (so 1920x1080 and
+# 1600x1200 run whole) keeps a whole image near 4.3 GB, inside 6 GB with room for decoding.
+DEFAULT_THRESHOLD_PIXELS = 2048 * 1024
 DEFAULT_BATCH_SIZE = 4
 
 # (B, T, T, 3) uint8 tiles -> (B, C, T, T) localization and (B, 1, T, T) confidence logits.
@@ -146,8 +147,12 @@ def stitch_tiles(
     overlap: int,
     window: str = "tukey",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blended full-resolution logits of an HxWx3 uint8 image: (1, C, H, W) and (1, 1, H, W) float32."""
+    """Blended full-resolution logits of an HxWx3 uint8 image: (1, C, H, W) and (1, 1, H, W) float32.
+
+    ``on_progress(tiles_done, tiles_total)`` is called after every batch of tiles.
+    """
     height, width = rgb.shape[:2]
     padded = pad_to_tile(rgb, tile)
     grid = TileGrid.for_image(height, width, tile, overlap)
@@ -166,6 +171,8 @@ def stitch_tiles(
             accumulator[:classes, y : y + tile, x : x + tile] += loc * weights
             accumulator[classes:, y : y + tile, x : x + tile] += conf * weights
         del batch, loc_logits, conf_logits
+        if on_progress is not None:
+            on_progress(first + len(batch_origins), len(origins))
     assert accumulator is not None
     rows = grid.total_weight(profile, grid.ys, grid.height)
     cols = grid.total_weight(profile, grid.xs, grid.width)

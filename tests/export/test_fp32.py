@@ -15,7 +15,7 @@ from export.session import cpu_session
 from export.wrappers import detection_logit
 from reference.model import probabilities, TruForOutput
 
-from .conftest import TILE, random_image, reference_outputs
+from export_helpers import TILE, random_image, reference_outputs
 
 MAP_ATOL = 1e-4
 SCORE_ATOL = 1e-5
@@ -51,11 +51,12 @@ def test_whole_graph_batches_independently(reference_model, sessions):
         np.testing.assert_allclose(got[2][i], ref["score"][0], rtol=0, atol=SCORE_ATOL)
 
 
-def test_tile_graph_matches_reference_logits(reference_model, sessions):
-    image = random_image((2, TILE, TILE, 3), seed=3)
+@pytest.mark.parametrize("batch", [1, 3])  # the trace used 2: no batch size may be baked in
+def test_tile_graph_matches_reference_logits(reference_model, sessions, batch):
+    image = random_image((batch, TILE, TILE, 3), seed=3)
     ref = reference_outputs(reference_model, image)
     loc, conf = sessions["tile"].run(None, {"image": image})
-    assert loc.shape == (2, 2, TILE, TILE) and conf.shape == (2, 1, TILE, TILE)
+    assert loc.shape == (batch, 2, TILE, TILE) and conf.shape == (batch, 1, TILE, TILE)
     np.testing.assert_allclose(loc, ref["loc_logits"], rtol=0, atol=MAP_ATOL)
     np.testing.assert_allclose(conf, ref["conf_logits"], rtol=0, atol=MAP_ATOL)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_, shared_path
+from trufor_testing import randomize_, shared_path
 from reference import build_trufor
 from reference.checkpoint import load_noiseprint, read_checkpoint
 from reference.errors import CheckpointError

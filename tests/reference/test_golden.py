@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
+from trufor_testing import shared_path
 from reference.heads import detection_features
 from reference.image import load_rgb, to_tensor
 from reference.model import probabilities

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import randomize_
+from trufor_testing import randomize_
 from reference import build_trufor
 from reference.infer import main
 from reference.inputs import collect_inputs

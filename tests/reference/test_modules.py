@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import randomize_
+from trufor_testing import randomize_
 from reference import build_trufor
 from reference.encoder import Attention, CrossAttention, FeatureRectifyModule
 from reference.heads import MLPDecoder, weighted_statistics_pooling

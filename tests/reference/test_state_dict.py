@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import shared_path
+from trufor_testing import shared_path
 from reference import build_trufor
 from reference.config import PRESETS
 

@@ -6,6 +6,7 @@ Both backends go through one checker (``check_backend``) on the same images and 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -93,19 +94,82 @@ def ort_artifacts(tmp_path_factory):
     return out, model
 
 
-@needs_export
-@pytest.mark.parametrize("shape", SIZES + [(150, 130)])
-def test_onnxruntime_matches_torch(ort_artifacts, shape):
+@pytest.fixture(scope="module")
+def backend_pair(ort_artifacts):
+    """The ONNX Runtime backend over the artifacts and the torch backend over the same weights, active."""
     from runtime.runners.ort_runner import OrtBackend
 
     out, model = ort_artifacts
-    ort_backend = OrtBackend(out, "fp32")
-    assert ort_backend.tile_size == TILE
+    with OrtBackend(out, "fp32", threads=2) as ort_backend, TorchBackend(model, tile_size=TILE) as torch_backend:
+        yield ort_backend, torch_backend
+
+
+@needs_export
+@pytest.mark.parametrize("threshold", [10**9, 0], ids=["whole", "tiled"])
+@pytest.mark.parametrize("shape", [(64, 64), (29, 29), (75, 100), (150, 130)])
+def test_onnxruntime_matches_torch(backend_pair, shape, threshold):
+    ort_backend, torch_backend = backend_pair
+    assert ort_backend.tile_size == TILE and ort_backend.name == "onnxruntime"
     rgb = noise_image(*shape, seed=7)
-    for threshold in (10**9, 0):  # whole graph, then tile + score graphs
-        tiling = TilingConfig(threshold_pixels=threshold)
-        with Predictor(TorchBackend(model, tile_size=TILE), tiling) as a, Predictor(ort_backend, tiling) as b:
-            expected, got = a.predict(rgb), b.predict(rgb)
-        for name in ("map", "conf"):
-            np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=0, atol=1e-4, err_msg=name)
-        assert abs(got.score - expected.score) <= 1e-4
+    tiling = TilingConfig(threshold_pixels=threshold)
+    expected = Predictor(torch_backend, tiling).predict(rgb)
+    got = Predictor(ort_backend, tiling).predict(rgb)
+    for name in ("map", "conf"):
+        np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=0, atol=1e-4, err_msg=name)
+    assert abs(got.score - expected.score) <= 1e-4
+
+
+@needs_export
+def test_onnxruntime_batched_whole_graph(backend_pair):
+    ort_backend, torch_backend = backend_pair
+    images = [noise_image(48, 64, seed=s) for s in range(3)]
+    tiling = TilingConfig(batch_size=3)
+    got = Predictor(ort_backend, tiling).predict_batch(images)
+    expected = Predictor(torch_backend, tiling).predict_batch(images)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.map, b.map, rtol=0, atol=1e-4)
+        assert abs(a.score - b.score) <= 1e-4
+
+
+@needs_export
+def test_scan_with_onnxruntime_artifacts(ort_artifacts, tmp_path):
+    from PIL import Image
+
+    from runtime.scan import main
+
+    out, _ = ort_artifacts
+    Image.fromarray(noise_image(48, 64)).save(tmp_path / "a.png")
+    assert main([str(tmp_path / "a.png"), "--out", str(tmp_path / "scan"), "--artifacts", str(out)]) == 0
+    row = json.loads((tmp_path / "scan" / "results.jsonl").read_text())
+    assert (row["status"], row["backend"], row["precision"]) == ("ok", "onnxruntime", "fp32")
+
+
+@needs_export
+def test_stale_artifacts_are_refused(ort_artifacts, tmp_path):
+    import shutil
+
+    from reference.errors import ArtifactError
+    from runtime.runners.ort_runner import OrtBackend
+
+    out, _ = ort_artifacts
+    copy = shutil.copytree(out, tmp_path / "artifacts")
+    graph = next(copy.glob("*tile*.onnx"))
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="stale"):
+        OrtBackend(copy, "fp32")
+
+
+@needs_export
+def test_auto_prefers_onnxruntime_only_for_the_same_model(ort_artifacts, tmp_path):
+    from reference.errors import BackendUnavailableError
+    from runtime.backends import BackendRequest, choose_backend
+
+    out, model = ort_artifacts
+    same = out.parent / "tiny.pth.tar"
+    other = tmp_path / "other.pth.tar"
+    torch.save({"state_dict": tiny_with_weights(seed=9).state_dict(), "epoch": 0}, other)
+    assert choose_backend(BackendRequest(artifacts=out)).name == "onnxruntime"
+    assert choose_backend(BackendRequest(artifacts=out, checkpoint=same, preset="tiny")).name == "onnxruntime"
+    assert choose_backend(BackendRequest(artifacts=out, checkpoint=other, preset="tiny")).name == "torch"
+    with pytest.raises(BackendUnavailableError, match="torch: runs fp32 only, not int8"):
+        choose_backend(BackendRequest(artifacts=out, precision="int8", checkpoint=same, preset="tiny"))

@@ -206,6 +206,46 @@ def test_inference_errors_are_isolated_per_file_even_inside_a_batch(tmp_path, ti
     assert all(found[f"{i}.png"]["status"] == "ok" for i in (0, 1, 3))
 
 
+class _NoProgress:
+    def update(self, n):
+        pass
+
+    def set_postfix_str(self, text, refresh=True):
+        pass
+
+
+def test_a_failing_image_in_a_batch_fails_alone(tiny_model, tmp_path, monkeypatch):
+    """Scan._infer runs a batch; when it fails, each image runs alone so only the bad one gets an error row."""
+    from reference.inputs import InputFile
+    from runtime.decode import Decoded
+    from runtime.predictor import Predictor
+    from runtime.records import ResultsWriter
+    from runtime.scan import OutputOptions, Scan
+
+    images = [noise_image(48, 48, seed=i) for i in range(4)]
+    images[1][0, 0] = (1, 2, 3)
+    calls = []
+    original = TorchBackend._whole
+
+    def flaky(self, feed):
+        calls.append(feed["image"].shape[0])
+        if (feed["image"][:, 0, 0] == (1, 2, 3)).all(axis=1).any():
+            raise MemoryError("simulated")
+        return original(self, feed)
+
+    monkeypatch.setattr(TorchBackend, "_whole", flaky)
+    options = OutputOptions(tmp_path, False, False, 0.5, False, 1)
+    batch = [Decoded(InputFile(tmp_path / f"{i}.png", f"{i}.png"), rgb, None, 0.0) for i, rgb in enumerate(images)]
+    with Predictor(TorchBackend(tiny_model)) as predictor, ResultsWriter(tmp_path / "results.jsonl") as writer:
+        scan_loop = Scan(predictor, options, writer, progress=_NoProgress())
+        scan_loop._infer(batch)
+    assert calls == [4, 1, 1, 1, 1]
+    assert [(r["relpath"], r["status"]) for r in rows(tmp_path)] == [
+        ("0.png", "ok"), ("1.png", "inference_error"), ("2.png", "ok"), ("3.png", "ok")
+    ]
+    assert rows(tmp_path)[1]["error"] == "MemoryError: simulated"
+
+
 def test_ctrl_c_stops_cleanly_keeps_rows_and_resumes(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     folder = tmp_path / "in"
     for i in range(5):

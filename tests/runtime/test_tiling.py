@@ -114,3 +114,30 @@ def test_large_image_runs_tiled_in_batches_and_keeps_its_size(torch_backend):
 def test_overlap_above_half_the_tile_is_refused(torch_backend):
     with pytest.raises(ValueError, match="more than half the tile size"):
         Predictor(torch_backend, TilingConfig(overlap=TILE // 2 + 1))
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+import numpy as np
+from reference import build_trufor
+from runtime.predictor import Predictor
+from runtime.runners.torch_runner import TorchBackend
+from runtime.tiling import TilingConfig
+rgb = np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
+result = Predictor(TorchBackend(build_trufor("tiny"))).predict(rgb)
+assert result.map.shape == (4000, 6000) and 0 <= result.score <= 1
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_24_megapixels_scan_in_bounded_memory():
+    """6000x4000 through the default tiling (512 tiles): image, accumulators, one tile batch, score
+    pooling. The tiny model keeps it quick; the full model's figure is in BENCHMARKS.md."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    peak_gb = int(done.stdout.split()[-1]) / 1e6
+    assert peak_gb < 2.5, f"peak RSS {peak_gb:.2f} GB"

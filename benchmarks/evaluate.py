@@ -1,0 +1,190 @@
+"""Forgery localization and detection metrics of a backend on folders of images with masks.
+
+    python -m benchmarks.evaluate --data DIR [--data DIR2 ...] [--backend torch|onnxruntime]
+        [--checkpoint FILE | --artifacts DIR] [--preset NAME] [--precision fp32|fp16|int8]
+        [--mode official|benco|both] [--json OUT.json] [--limit N]
+
+``--data`` takes the training loaders' forms: ``DIR`` with ``images/`` and ``masks/`` (images
+without a mask are pristine), ``casia:DIR`` (Tp/, Au/, GT/) or ``authentic:DIR``. Each image
+runs whole, as the official code does (the onnxruntime backend tiles images above its pixel
+threshold, see ``runtime.tiling``). Metrics are those of ``training.metrics``: pixel metrics on
+forged images, image metrics on all. Prints one table row per dataset plus the mean over
+datasets, and ``--json`` writes the same numbers. From Python:
+``evaluate_backend(["DIR"], "torch", checkpoint=Path(...), preset=...)`` or ``evaluate(predict, datasets)``
+return the numbers as a dict.
+
+Exit status: 0 done, 1 a failure while loading or predicting, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from reference.config import PRESETS
+from reference.errors import TruForError
+from training.data.datasets import FileDataset, open_file_dataset
+from training.metrics import MODES, MetricAccumulator
+
+Predict = Callable[[np.ndarray], object]  # uint8 HxWx3 -> an object with .map (HxW) and .score
+COLUMNS = {
+    "official": ("px_f1_best", "px_f1_05", "px_mcc_best", "px_mcc_05", "px_iou_best", "px_iou_05", "px_auc", "img_auc", "img_bacc"),
+    "benco": ("benco_px_f1", "benco_px_iou", "benco_px_auc", "img_auc", "benco_img_acc", "benco_img_f1"),
+}
+
+
+def evaluate(predict: Predict, datasets: list[FileDataset], modes: tuple[str, ...] = MODES, limit: int | None = None,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """``{"datasets": {name: metrics}, "mean": metrics over datasets, "seconds_per_image": float}``."""
+    results: dict = {"datasets": {}}
+    seconds, count = 0.0, 0
+    for dataset in datasets:
+        accumulator = MetricAccumulator(modes=modes)
+        for index in range(min(len(dataset), limit or len(dataset))):
+            sample = dataset.load(index)
+            start = time.perf_counter()
+            prediction = predict(sample.image)
+            seconds += time.perf_counter() - start
+            count += 1
+            accumulator.add(np.asarray(prediction.map, dtype=np.float32), sample.mask, float(prediction.score))
+            if progress:
+                progress(f"{dataset.name} {index + 1}/{len(dataset)} {sample.name}")
+        results["datasets"][dataset.name] = accumulator.summary()
+    keys = sorted({k for summary in results["datasets"].values() for k in summary})
+    results["mean"] = {}
+    for key in keys:
+        values = [s[key] for s in results["datasets"].values() if key in s and not math.isnan(s[key])]
+        results["mean"][key] = float(np.mean(values)) if values else math.nan
+    results["seconds_per_image"] = seconds / count if count else math.nan
+    return results
+
+
+def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
+    columns = ["images", "forged"] + list(dict.fromkeys(c for mode in modes for c in COLUMNS[mode]))
+    rows = list(results["datasets"].items())
+    if len(rows) > 1:
+        rows.append(("mean", results["mean"]))
+    width = max([len("dataset")] + [len(name) for name, _ in rows])
+    lines = ["| " + "dataset".ljust(width) + " | " + " | ".join(columns) + " |",
+             "|" + "-" * (width + 2) + "|" + "|".join("-" * (len(c) + 2) for c in columns) + "|"]
+    for name, metrics in rows:
+        cells = []
+        for column in columns:
+            value = metrics.get(column, math.nan)
+            text = f"{int(value)}" if column in ("images", "forged") and not math.isnan(value) else f"{value:.4f}"
+            cells.append(text.rjust(len(column)))
+        lines.append("| " + name.ljust(width) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def torch_predictor(checkpoint: Path | None, preset: str, device: str, conf_bn_variant: str) -> tuple[Predict, str]:
+    from reference.predictor import ReferencePredictor
+
+    predictor = ReferencePredictor.from_checkpoint(checkpoint, preset, device, conf_bn_variant=conf_bn_variant)
+    source = checkpoint or f"random weights of preset {preset}"
+    return predictor.predict, f"torch ({source}, preset {preset}, conf BN eps {conf_bn_variant}, {device})"
+
+
+def onnxruntime_predictor(artifacts: Path, precision: str, threads: int | None) -> tuple[Predict, str, Callable[[], None]]:
+    try:
+        from runtime.backends import BackendRequest, create_backend
+        from runtime.predictor import Predictor
+    except ImportError as error:
+        raise TruForError(f"the onnxruntime backend needs the runtime package ({error})") from error
+    backend = create_backend(BackendRequest(backend="onnxruntime", precision=precision, artifacts=artifacts, threads=threads))
+    predictor = Predictor(backend)
+    return predictor.predict_rgb, f"onnxruntime ({backend.describe()}, {artifacts})", predictor.close
+
+
+def evaluate_backend(data: list[str], backend: str = "torch", *, checkpoint: Path | None = None,
+                     artifacts: Path | None = None, preset: str = "trufor", precision: str = "fp32",
+                     device: str = "cpu", threads: int | None = None, conf_bn_variant: str = "docker",
+                     modes: tuple[str, ...] = MODES, limit: int | None = None,
+                     log: Callable[[str], None] | None = None) -> dict:
+    """Open the ``data`` specs and the backend, evaluate, and return ``evaluate``'s dict plus
+    ``backend`` (a description) and ``modes``. The torch backend without a checkpoint runs the
+    preset's random weights."""
+    datasets = [open_file_dataset(spec) for spec in data]
+    close: Callable[[], None] = lambda: None
+    if backend == "torch":
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        predict, description = torch_predictor(checkpoint, preset, device, conf_bn_variant)
+    elif backend == "onnxruntime":
+        if artifacts is None:
+            raise TruForError("the onnxruntime backend needs the artifacts folder of python -m export.build")
+        predict, description, close = onnxruntime_predictor(artifacts, precision, threads)
+    else:
+        raise TruForError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+    try:
+        for dataset in datasets:
+            if log:
+                log(dataset.describe())
+        results = evaluate(predict, datasets, modes, limit)
+    finally:
+        close()
+    results["backend"] = description
+    results["modes"] = list(modes)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", action="append", required=True, help="DIR (images/ + masks/), casia:DIR or authentic:DIR; repeatable")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    parser.add_argument("--checkpoint", type=Path, help="torch: weights file (training checkpoint or trufor.pth.tar)")
+    parser.add_argument("--preset", default="trufor", choices=sorted(PRESETS), help="torch: architecture of the checkpoint (default trufor)")
+    parser.add_argument("--random-weights", action="store_true", help="torch: run the preset untrained (pipeline checks only)")
+    parser.add_argument("--conf-bn-variant", choices=("docker", "train"), default="docker",
+                        help="torch: confidence-decoder BN eps (train for a checkpoint fresh from training.phase 3)")
+    parser.add_argument("--artifacts", type=Path, help="onnxruntime: export folder (python -m export.build)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="onnxruntime artifacts to use")
+    parser.add_argument("--device", default="cpu", help="torch: cpu or cuda")
+    parser.add_argument("--threads", type=int, help="intra-op threads")
+    parser.add_argument("--mode", choices=(*MODES, "both"), default="both", help="metric definitions (default both)")
+    parser.add_argument("--limit", type=int, help="at most N images per dataset")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.backend == "torch":
+        if args.artifacts:
+            parser.error("--artifacts is for --backend onnxruntime; the torch backend takes --checkpoint")
+        if args.checkpoint is None and not args.random_weights:
+            parser.error("--backend torch needs --checkpoint FILE (or --random-weights to check the pipeline)")
+    elif args.checkpoint or args.random_weights:
+        parser.error("--backend onnxruntime reads exported graphs: pass --artifacts DIR, not --checkpoint")
+    elif args.artifacts is None:
+        parser.error("--backend onnxruntime needs --artifacts DIR (python -m export.build ... --out DIR)")
+    modes = MODES if args.mode == "both" else (args.mode,)
+    try:
+        results = evaluate_backend(args.data, args.backend, checkpoint=args.checkpoint, artifacts=args.artifacts,
+                                   preset=args.preset, precision=args.precision, device=args.device,
+                                   threads=args.threads, conf_bn_variant=args.conf_bn_variant, modes=modes,
+                                   limit=args.limit, log=lambda line: print(line, flush=True))
+    except TruForError as error:
+        print(f"evaluation failed: {error}", file=sys.stderr)
+        return 1
+    description = results["backend"]
+    print(f"\n{description}, {results['seconds_per_image']:.3f} s/image\n")
+    print(format_table(results, modes))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

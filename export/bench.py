@@ -1,0 +1,71 @@
+"""``python -m export.bench``: latency and peak memory of one exported graph in ONNX Runtime (CPU).
+
+    python -m export.bench ARTIFACTS --precision fp32 [--graph whole] [--size 768x1024] [--threads 2] [--runs 3]
+
+Run it in a fresh process per configuration: peak RSS (``ru_maxrss``) covers the whole process.
+Besides wall time it prints CPU time / threads with thread spinning off, which stays close to the
+idle-machine latency when other processes share the cores (wall time then mostly measures them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+
+from .formats import PRECISIONS
+from .manifest import load_manifest
+from .session import session_options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("artifacts", help="folder written by python -m export.build")
+    parser.add_argument("--precision", required=True, choices=list(PRECISIONS))
+    parser.add_argument("--graph", default="whole", choices=["whole", "tile"])
+    parser.add_argument("--size", default="768x1024", help="HxW of the whole-graph input (default 768x1024)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", help="write an ONNX Runtime profile with this file prefix")
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+
+    manifest = load_manifest(args.artifacts, args.precision)
+    entry = manifest.graph(args.graph)
+    if args.graph == "tile":
+        height = width = manifest.tile_size
+    else:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+    options = session_options(args.threads, profile_prefix=args.profile)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    start = time.perf_counter()
+    session = ort.InferenceSession(str(entry.path), options, providers=["CPUExecutionProvider"])
+    load_s = time.perf_counter() - start
+    image = np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
+    walls, cpus = [], []
+    for _ in range(args.runs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        session.run(None, {"image": image})
+        walls.append(time.perf_counter() - wall)
+        cpus.append((time.process_time() - cpu) / args.threads)
+    result = {
+        "graph": entry.path.name, "precision": args.precision, "input": [args.batch, height, width, 3],
+        "threads": args.threads, "load_s": round(load_s, 2),
+        "wall_s": [round(v, 2) for v in walls], "cpu_per_thread_s": [round(v, 2) for v in cpus],
+        "wall_median_s": round(float(np.median(walls)), 2), "cpu_per_thread_median_s": round(float(np.median(cpus)), 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        "onnxruntime": ort.__version__,
+    }
+    if args.profile:
+        result["profile"] = session.end_profiling()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

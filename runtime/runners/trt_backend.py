@@ -1,0 +1,84 @@
+"""The TensorRT backend: the three graphs' engines from ``engines.build``, checked, on CUDA streams.
+
+Whole and tile engines run on ``streams`` execution contexts each (the tile engine with CUDA
+graphs); the score engine on one. Engines are opened through ``engines.artifacts.load_engine``,
+which refuses plans built for another GPU, TensorRT or ONNX graph. Inputs outside an engine's
+profile (a whole image larger than --max-height/--max-width, a stitched image beyond
+--max-score-side) run the same ONNX graph on ONNX Runtime, said once on stderr; pass
+``fallback=False`` to make them errors instead. A missing score engine is served that way too.
+
+What stays on the host, and why: the Predictor (runtime/predictor.py) hands each graph numpy
+arrays, so tiles are blended into full-resolution logits on the host (runtime/tiling.py) and
+copied to the score engine. The score head itself runs on the GPU; stitching there too needs the
+tile and score runners to pass device arrays instead of numpy, a change of the Predictor contract.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from engines.artifacts import engines_unavailable_reason, load_engine, read_index, rebuild_command
+from reference.errors import ArtifactError
+
+from .base import GRAPH_NAMES, Backend, graph_io
+from .trt_runner import TrtRunner
+
+
+def tensorrt_unavailable(artifacts_dir, precision: str) -> str | None:
+    """Why the TensorRT backend cannot run here (no runtime, no GPU, missing or mismatched engines)."""
+    from engines._trt import tensorrt, tensorrt_lean
+    from runtime.cuda import device_info, gpu_unavailable_reason
+
+    if not (tensorrt.is_importable or tensorrt_lean.is_importable):
+        return f"TensorRT is not importable ({tensorrt.import_error}); pip install 'tensorrt>=10'"
+    reason = gpu_unavailable_reason()
+    if reason:
+        return reason
+    return engines_unavailable_reason(artifacts_dir, precision, device_info())
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, artifacts_dir: str | os.PathLike, precision: str = "fp16", *, streams: int = 2,
+                 cuda_graphs: bool = True, timing: bool = False, fallback: bool = True, stream=None, device=None):
+        from export.manifest import load_manifest  # raises ArtifactError for missing or stale graphs
+
+        self.manifest = load_manifest(artifacts_dir, precision)
+        index = read_index(artifacts_dir, precision)
+        hint = f"Rebuild with: {rebuild_command(artifacts_dir, precision)}"
+        io = graph_io(self.manifest.tile_size, self.manifest.config.get("num_classes", 2))
+        runners = {}
+        for graph in GRAPH_NAMES:
+            onnx_fallback = self._ort_runner(graph, io[graph]) if fallback else None
+            if graph not in index["engines"]:
+                if graph != "score" or onnx_fallback is None:
+                    raise ArtifactError(f"{index.get('precision')} engines in {artifacts_dir} lack the {graph} "
+                                        f"engine. {hint}")
+                runners[graph] = onnx_fallback
+                continue
+            runners[graph] = TrtRunner(
+                graph, io[graph], functools.partial(self._load, graph, device),
+                streams=1 if graph == "score" else streams, cuda_graphs=cuda_graphs and graph == "tile",
+                timing=timing, stream=stream, fallback=onnx_fallback, rebuild_hint=hint,
+            )
+        super().__init__(precision, self.manifest.tile_size, runners)
+        self.streams = streams
+        self.device = None
+
+    def _load(self, graph: str, device):
+        from runtime.cuda import device_info
+
+        self.device = device or self.device or device_info()
+        loaded, _ = load_engine(self.manifest, graph, self.device)
+        return loaded
+
+    def _ort_runner(self, graph: str, io):
+        from .ort_runner import OrtRunner, default_providers
+
+        return OrtRunner(graph, io, self.manifest.graph(graph).path, default_providers(), None)
+
+    def describe(self) -> str:
+        gpu = f", {self.device.name}" if self.device is not None else ""
+        return f"tensorrt ({self.precision}, tile {self.tile_size}{gpu}, {self.streams} streams)"

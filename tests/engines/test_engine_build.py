@@ -1,0 +1,176 @@
+"""Loaders and build_engines against a fake TensorRT builder: config, errors, timing cache, cache reuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from engines import _trt, build, loaders
+from engines.artifacts import index_path, read_index
+from engines.build import EngineBuildConfig, build_engines, profiles_for
+from engines.cache import EngineCacheError, sidecar_path
+from reference.errors import EngineBuildError
+from runtime.cuda import DeviceInfo
+
+from trt_fakes import fake_tensorrt
+
+DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
+
+
+@pytest.fixture
+def trt(monkeypatch):
+    """Install a fake TensorRT 10 builder; tests may replace it with ``install``."""
+    def install(**kwargs):
+        module = fake_tensorrt(**kwargs)
+        monkeypatch.setattr(loaders, "builder_module", lambda: module)
+        monkeypatch.setattr(_trt, "builder_module", lambda: module)
+        return module
+    install.module = install()
+    return install
+
+
+def onnx_file(tmp_path, name="trufor_tile.fp16.onnx"):
+    path = tmp_path / name
+    path.write_bytes(b"onnx")
+    return path
+
+
+def test_parser_errors_are_all_listed(trt, tmp_path):
+    trt(parse_errors=[(3, "/dncnn/Conv", "Conv", "kernel weights must be initializers"),
+                      (17, "/head/Resize", "Resize", "unsupported mode")])
+    with pytest.raises(EngineBuildError) as info:
+        loaders.NetworkFromOnnxPath(onnx_file(tmp_path))()
+    message = str(info.value)
+    assert "could not parse" in message and "2 error(s)" in message
+    assert "node 3, name /dncnn/Conv, op Conv: kernel weights must be initializers [UNSUPPORTED_NODE]" in message
+    assert "node 17, name /head/Resize, op Resize: unsupported mode" in message
+
+
+def test_network_is_strongly_typed_on_tensorrt_10(trt, tmp_path):
+    parsed = loaders.network_from_onnx_path(onnx_file(tmp_path))
+    assert trt.module.calls.network_flags == [1 << 5]
+    assert parsed.policy.version == (10, 9, 0)
+
+
+def test_builder_config_profiles_workspace_and_flags(trt, tmp_path, capsys):
+    profile = {"image": ((1, 64, 64, 3), (4, 64, 64, 3), (8, 64, 64, 3))}
+    options = loaders.BuildOptions([profile, profile], workspace_bytes=1 << 30)
+    plan = loaders.engine_bytes_from_network(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options)
+    assert plan == b"PLAN-BYTES"
+    config = trt.module.calls.configs[-1]
+    assert config.pool_limits == {"WORKSPACE": 1 << 30}
+    assert config.cleared == {"TF32"} and config.flags == set()  # no precision flags: strongly typed
+    assert [p.shapes for p in config.profiles] == [profile, profile]
+    log = capsys.readouterr().out
+    assert "builder config:" in log and "workspace_bytes=1073741824" in log and "built trufor_tile.fp16.onnx" in log
+
+
+def test_profile_for_the_wrong_inputs_is_an_error(trt, tmp_path):
+    options = loaders.BuildOptions([{"pixels": ((1,), (1,), (1,))}])
+    with pytest.raises(EngineBuildError, match=r"covers inputs \['pixels'\].*inputs are \['image'\]"):
+        loaders.engine_bytes_from_network(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options)
+
+
+def test_empty_engine_is_an_engine_build_error(trt, tmp_path):
+    trt(plan=None)
+    options = loaders.BuildOptions([{"image": ((1, 64, 64, 3),) * 3}])
+    with pytest.raises(EngineBuildError, match="built no engine"):
+        loaders.engine_bytes_from_network(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options)
+    trt(plan=b"")
+    with pytest.raises(EngineBuildError, match="built no engine"):
+        loaders.engine_bytes_from_network(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options)
+
+
+def test_timing_cache_is_merged_and_saved_under_a_lock(trt, tmp_path):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"from-earlier-build")
+    trt(tactic="new-tactic")
+    options = loaders.BuildOptions([{"image": ((1, 64, 64, 3),) * 3}])
+    loaders.EngineBytesFromNetwork(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options, cache)()
+    assert set(cache.read_bytes().decode().split(",")) == {"from-earlier-build", "new-tactic"}
+    assert (tmp_path / "timing.cache.lock").exists()
+
+
+def test_save_engine_writes_atomically(tmp_path):
+    path = tmp_path / "sub" / "x.engine"
+    assert loaders.save_engine(b"abc", path) == b"abc"
+    assert path.read_bytes() == b"abc" and not (tmp_path / "sub" / "x.engine.tmp").exists()
+
+
+def test_profiles_from_manifest_shapes():
+    config = EngineBuildConfig(max_height=1536, max_width=2048, opt_height=768, opt_width=1024, max_batch=2)
+    whole = profiles_for({"image": {"shape": ["batch", "height", "width", 3]}}, config.dims("whole"), 2)
+    assert whole == [{"image": ((1, 29, 29, 3), (1, 768, 1024, 3), (2, 1536, 2048, 3))}] * 2
+    tile = profiles_for({"image": {"shape": ["batch", 512, 512, 3]}}, config.dims("tile"), 1)
+    assert tile == [{"image": ((1, 512, 512, 3), (4, 512, 512, 3), (8, 512, 512, 3))}]
+    score = profiles_for({"loc_logits": {"shape": [1, 2, "height", "width"]}}, EngineBuildConfig(max_score_side=2000).dims("score"), 1)
+    assert score == [{"loc_logits": ((1, 2, 29, 29), (1, 2, 2000, 2000), (1, 2, 2000, 2000))}]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_height": 16}, "max_height must be >= 29"), ({"opt_width": 4096}, "exceeds max"),
+    ({"opt_tile_batch": 16}, "opt_tile_batch 16 exceeds"), ({"streams": 0}, "streams must be >= 1"),
+    ({"graphs": ("whole", "heads")}, "unknown graphs"),
+])
+def test_build_config_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        EngineBuildConfig(**settings)
+
+
+def fake_manifest(tmp_path):
+    shapes = {"whole": {"image": {"shape": ["batch", "height", "width", 3]}},
+              "tile": {"image": {"shape": ["batch", 64, 64, 3]}},
+              "score": {"loc_logits": {"shape": [1, 2, "height", "width"]},
+                        "conf_logits": {"shape": [1, 1, "height", "width"]}}}
+    entries = {kind: SimpleNamespace(path=onnx_file(tmp_path, f"trufor_{kind}.fp16.onnx"), sha256=kind * 8, inputs=inputs)
+               for kind, inputs in shapes.items()}
+    return SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__)
+
+
+def test_build_engines_writes_plans_sidecars_and_index_then_reuses(trt, tmp_path, capsys):
+    manifest = fake_manifest(tmp_path)
+    config = EngineBuildConfig(graphs=("whole", "tile"), max_height=256, max_width=256, opt_height=64, opt_width=64)
+    built = build_engines(manifest, config, device=DEVICE)
+    assert sorted(built) == ["tile", "whole"]
+    for plan in built.values():
+        assert plan.read_bytes() == b"PLAN-BYTES"
+        sidecar = json.loads(sidecar_path(plan).read_text())
+        assert sidecar["key"]["gpu_name"] == DEVICE.name and sidecar["key"]["tensorrt_version"] == "10.9.0.34"
+        assert len(sidecar["key"]["profiles"]) == 2 and "builder_config" in sidecar
+    assert read_index(tmp_path, "fp16")["engines"]["tile"]["file"] == "trufor_tile.fp16.engine"
+    capsys.readouterr()
+    build_engines(manifest, config, device=DEVICE)  # same settings: reused, not rebuilt
+    assert capsys.readouterr().out.count("is up to date") == 2
+
+
+def test_build_refuses_a_mismatched_engine_unless_rebuild(trt, tmp_path):
+    manifest = fake_manifest(tmp_path)
+    build_engines(manifest, EngineBuildConfig(graphs=("tile",)), device=DEVICE)
+    other_gpu = dataclasses.replace(DEVICE, name="NVIDIA L4", compute_capability="8.9")
+    trt(plan=b"L4-PLAN")
+    with pytest.raises(EngineCacheError, match="GPU: built for NVIDIA H100 80GB HBM3, wanted NVIDIA L4"):
+        build_engines(manifest, EngineBuildConfig(graphs=("tile",)), device=other_gpu)
+    built = build_engines(manifest, EngineBuildConfig(graphs=("tile",), rebuild=True), device=other_gpu)
+    assert built["tile"].read_bytes() == b"L4-PLAN"
+
+
+def test_failed_build_leaves_no_sidecar(trt, tmp_path):
+    manifest = fake_manifest(tmp_path)
+    build_engines(manifest, EngineBuildConfig(graphs=("tile",)), device=DEVICE)
+    trt(plan=None)
+    with pytest.raises(EngineBuildError):
+        build_engines(manifest, EngineBuildConfig(graphs=("tile",), tf32=True, rebuild=True), device=DEVICE)
+    assert not sidecar_path(tmp_path / "trufor_tile.fp16.engine").exists()  # the old plan is not trusted
+
+
+def test_cli_without_tensorrt_exits_2(tmp_path, monkeypatch, capsys):
+    from reference.errors import BackendUnavailableError
+
+    monkeypatch.setattr(build, "build_engines", lambda *a, **k: (_ for _ in ()).throw(BackendUnavailableError("no TRT")))
+    monkeypatch.setattr("export.manifest.load_manifest", lambda *a, **k: None)
+    assert build.main(["--precision", "fp16", "--artifacts", str(tmp_path)]) == 2
+    assert "no engine can be built here: no TRT" in capsys.readouterr().err
+    assert not index_path(tmp_path, "fp16").exists()

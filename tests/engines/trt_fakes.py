@@ -1,0 +1,280 @@
+"""Stand-ins for TensorRT and the CUDA runtime, so the engine and runner logic is tested without a GPU.
+
+They mimic only the documented calls the code makes (names checked against the real packages in
+test_trt_api_surface.py). Device memory is host bytes; a "kernel" computes simple, checkable
+outputs from the input (map = mean of RGB / 255, conf = 1 - map, score = mean of map).
+"""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+
+# --- TensorRT builder side ---------------------------------------------------------------------
+
+
+class FakeHostMemory(bytes):
+    """Bytes with ``nbytes``: supports memoryview() like IHostMemory."""
+
+    @property
+    def nbytes(self):
+        return len(self)
+
+
+class FakeTimingCache:
+    def __init__(self, data: bytes):
+        self.entries = set(data.decode().split(",")) - {""} if data else set()
+
+    def combine(self, other, ignore_mismatch):
+        self.entries |= other.entries
+        return True
+
+    def serialize(self):
+        return FakeHostMemory(",".join(sorted(self.entries)).encode())
+
+
+class FakeConfig:
+    def __init__(self, builder):
+        self.builder, self.pool_limits, self.cleared, self.flags, self.profiles = builder, {}, set(), set(), []
+        self.timing_cache = None
+
+    def set_memory_pool_limit(self, pool, size):
+        self.pool_limits[pool] = size
+
+    def clear_flag(self, flag):
+        self.cleared.add(flag)
+
+    def set_flag(self, flag):
+        self.flags.add(flag)
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+    def create_timing_cache(self, data):
+        return FakeTimingCache(bytes(data))
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.timing_cache = cache
+        return True
+
+
+class FakeProfile:
+    def __init__(self):
+        self.shapes = {}
+
+    def set_shape(self, name, low, opt, high):
+        self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+
+def fake_tensorrt(version="10.9.0.34", plan=b"PLAN-BYTES", parse_errors=(), inputs=("image",), tactic="t1"):
+    """A module-like namespace with TensorRT's builder API; ``module.calls`` records what was built."""
+    calls = SimpleNamespace(network_flags=[], configs=[], parsed=[])
+
+    class Logger:
+        WARNING = "WARNING"
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    class Network:
+        num_inputs = len(inputs)
+
+        def get_input(self, index):
+            return SimpleNamespace(name=inputs[index])
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.num_errors = len(parse_errors)
+
+        def parse_from_file(self, path):
+            calls.parsed.append(path)
+            return not parse_errors
+
+        def get_error(self, index):
+            node, name, op, desc = parse_errors[index]
+            return SimpleNamespace(node=lambda: node, node_name=lambda: name, node_operator=lambda: op,
+                                   desc=lambda: desc, code=lambda: SimpleNamespace(name="UNSUPPORTED_NODE"))
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.network_flags.append(flags)
+            return Network()
+
+        def create_builder_config(self):
+            config = FakeConfig(self)
+            calls.configs.append(config)
+            return config
+
+        def create_optimization_profile(self):
+            return FakeProfile()
+
+        def build_serialized_network(self, network, config):
+            config.timing_cache.entries.add(tactic)
+            return None if plan is None else FakeHostMemory(plan)
+
+    return SimpleNamespace(
+        __version__=version, calls=calls, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
+        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=5),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(TF32="TF32", VERSION_COMPATIBLE="VERSION_COMPATIBLE"),
+    )
+
+
+# --- CUDA runtime (runtime.cuda) -----------------------------------------------------------------
+
+_MEMORY: dict[int, bytearray] = {}
+_IDS = itertools.count(1 << 20, 4096)
+
+
+class FakeDeviceBuffer:
+    live: list = []
+
+    def __init__(self, nbytes):
+        self.nbytes, self.mem, self.ptr = int(nbytes), bytearray(max(int(nbytes), 1)), next(_IDS)
+        _MEMORY[self.ptr] = self.mem
+        type(self).live.append(self)
+
+    def free(self):
+        _MEMORY.pop(self.ptr, None)
+        self.ptr = 0
+
+
+class FakePinnedHostBuffer(FakeDeviceBuffer):
+    live: list = []
+
+    def view(self, dtype, shape):
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self.mem, dtype=dtype, count=count).reshape(shape)
+
+
+class FakeStream:
+    def __init__(self, handle=None):
+        self.handle, self.freed = 7 if handle is None else int(handle), False
+
+    def synchronize(self):
+        pass
+
+    def free(self):
+        self.freed = True
+
+
+class FakeEvent:
+    def __init__(self, timing=False):
+        self.freed = False
+
+    def record(self, stream):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def elapsed_ms_since(self, start):
+        return 1.0
+
+    def free(self):
+        self.freed = True
+
+
+class FakeGraph:
+    captures = 0
+
+    def __init__(self, stream, enqueue):
+        type(self).captures += 1
+        self.enqueue, self.launches = enqueue, 0
+
+    def launch(self, stream):
+        self.launches += 1
+        self.enqueue(stream)
+
+    def free(self):
+        pass
+
+
+def _copy(dst, src, nbytes, stream):
+    dst.mem[:nbytes] = src.mem[:nbytes]
+
+
+def install_fake_cuda(monkeypatch):
+    from runtime import cuda
+
+    FakeDeviceBuffer.live, FakePinnedHostBuffer.live, FakeGraph.captures = [], [], 0
+    for name, value in {"DeviceBuffer": FakeDeviceBuffer, "PinnedHostBuffer": FakePinnedHostBuffer,
+                        "CudaStream": FakeStream, "CudaEvent": FakeEvent, "CudaGraph": FakeGraph,
+                        "copy_to_device_async": _copy, "copy_to_host_async": _copy}.items():
+        monkeypatch.setattr(cuda, name, value)
+
+
+# --- TensorRT runtime side: a "whole" engine ---------------------------------------------------
+
+class FakeContext:
+    def __init__(self, engine):
+        self.engine, self.shapes, self.addresses = engine, {}, {}
+        self.shape_calls, self.address_calls, self.runs, self.profile = [], [], 0, None
+
+    def set_optimization_profile_async(self, index, stream):
+        self.profile = index
+        return True
+
+    def set_input_shape(self, name, shape):
+        self.shape_calls.append((name, tuple(shape)))
+        self.shapes[name] = tuple(shape)
+        return self.engine.accept_shapes
+
+    def get_tensor_shape(self, name):
+        batch, height, width, _ = self.shapes["image"]
+        return (batch,) if name == "score" else (batch, height, width)
+
+    def set_tensor_address(self, name, ptr):
+        self.address_calls.append((name, ptr))
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        self.runs += 1
+        if not self.engine.execute_ok:
+            return False
+        shape = self.shapes["image"]
+        image = np.frombuffer(_MEMORY[self.addresses["image"]], np.uint8, int(np.prod(shape))).reshape(shape)
+        outputs = expected_outputs(image)
+        for name, array in outputs.items():
+            _MEMORY[self.addresses[name]][: array.nbytes] = array.tobytes()
+        return True
+
+
+def expected_outputs(image: np.ndarray) -> dict[str, np.ndarray]:
+    probability = image.astype(np.float32).mean(axis=3) / 255.0
+    return {"map": probability, "conf": 1.0 - probability, "score": probability.mean(axis=(1, 2))}
+
+
+class FakeWholeEngine:
+    """Dynamic batch 1..2 and sides 29..128, two profiles; ``accept_shapes``/``execute_ok`` inject failures."""
+
+    names = ("image", "map", "conf", "score")
+
+    def __init__(self, profile=((1, 29, 29, 3), (1, 64, 64, 3), (2, 128, 128, 3)), output_dtype="FLOAT"):
+        self.profile, self.output_dtype = profile, output_dtype
+        self.num_io_tensors, self.num_optimization_profiles = len(self.names), 2
+        self.accept_shapes, self.execute_ok, self.contexts = True, True, []
+
+    def get_tensor_name(self, index):
+        return self.names[index]
+
+    def get_tensor_mode(self, name):
+        return SimpleNamespace(name="INPUT" if name == "image" else "OUTPUT")
+
+    def get_tensor_dtype(self, name):
+        return SimpleNamespace(name="UINT8" if name == "image" else self.output_dtype)
+
+    def get_tensor_profile_shape(self, name, profile):
+        return self.profile
+
+    def create_execution_context(self):
+        self.contexts.append(FakeContext(self))
+        return self.contexts[-1]

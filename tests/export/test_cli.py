@@ -1,0 +1,75 @@
+"""``python -m export.build``: exit codes, files written, messages."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.build import EXIT_NO_ENGINE, EXIT_OK, main
+from export.manifest import load_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "export.build", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_unknown_precision_lists_valid_ones():
+    result = _run("--precision", "fp8", "--preset", "tiny")
+    assert result.returncode == 2
+    assert "invalid choice: 'fp8'" in result.stderr
+    assert all(name in result.stderr.split("choose from")[1] for name in ("fp32", "fp16", "int8"))
+
+
+def test_bad_tile_and_misplaced_calib_are_refused():
+    result = _run("--precision", "fp32", "--tile", "100")
+    assert result.returncode == 2 and "multiple of 32" in result.stderr
+    result = _run("--precision", "fp32", "--calib", "somewhere")
+    assert result.returncode == 2 and "only used by int8" in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed: engines would be built")
+def test_without_tensorrt_exits_2_and_says_why(tmp_path):
+    """End to end in a subprocess: real export, files and manifest written, exit 2 and the reason."""
+    out = tmp_path / "art"
+    result = _run("--preset", "tiny", "--precision", "fp32", "--out", str(out), "--tile", "32")
+    assert result.returncode == EXIT_NO_ENGINE, result.stdout + result.stderr
+    assert "No TensorRT engine was built" in result.stdout and "TensorRT is not installed" in result.stdout
+    assert f"ONNX artifacts ready in {out}" in result.stdout
+    assert f"python -m runtime.scan INPUT --out results --artifacts {out} --precision fp32" in result.stdout
+    assert "write whole graph: done in" in result.stdout and "MB)" in result.stdout
+    manifest = load_manifest(out, "fp32")  # the artifacts are complete and valid anyway
+    assert manifest.preset == "tiny" and manifest.tile_size == 32
+    assert manifest.config["conf_bn_variant"] == "docker"
+
+
+def test_onnx_only_exits_0(artifacts_dir, monkeypatch, capsys):
+    """The exit logic with --onnx-only; the export itself is the session's fp32 one (exported once)."""
+    import export.pipeline
+
+    folder = artifacts_dir("fp32")
+    monkeypatch.setattr(export.pipeline, "export_artifacts", lambda config, step: folder / "manifest.fp32.json")
+    assert main(["--preset", "tiny", "--precision", "fp32", "--onnx-only", "--out", str(folder), "--tile", "64"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "No TensorRT engine" not in printed
+    assert f"python -m runtime.scan INPUT --out results --artifacts {folder} --precision fp32" in printed
+    names = sorted(p.name for p in folder.glob("*fp32*"))
+    assert names == ["manifest.fp32.json", "trufor_score.fp32.onnx", "trufor_tile.fp32.onnx", "trufor_whole.fp32.onnx"]
+
+
+def test_bench_reports_latency_and_memory(artifacts_dir, capsys):
+    import json
+
+    from export.bench import main as bench_main
+
+    assert bench_main([str(artifacts_dir("fp32")), "--precision", "fp32", "--size", "48x40", "--runs", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input"] == [1, 48, 40, 3] and result["peak_rss_gb"] > 0 and len(result["wall_s"]) == 1

@@ -1,0 +1,99 @@
+"""load_manifest: round trip, and every refusal the runtime relies on (fake graph files, no export needed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from export.formats import FORMAT_VERSION, graph_specs
+from export.manifest import load_manifest, manifest_path, sha256_file, write_manifest
+from reference.errors import ArtifactError
+
+
+def _fake_artifacts(folder, precision="fp32"):
+    """A manifest whose graphs are small files (the loader only hashes them)."""
+    graphs = {}
+    for kind, spec in graph_specs(64).items():
+        path = folder / spec.file_name(precision)
+        path.write_bytes(f"{kind} graph bytes".encode())
+        graphs[kind] = {"file": path.name, "sha256": sha256_file(path), **spec.io_json()}
+    data = {
+        "format_version": FORMAT_VERSION, "precision": precision, "preset": "tiny", "config": {"decoder_dim": 32},
+        "checkpoint": None, "opset": 18, "tile_size": 64,
+        "preprocessing": {"input": "uint8 RGB NHWC", "scale": 256.0, "mean": [0.485, 0.456, 0.406],
+                          "std": [0.229, 0.224, 0.225], "exif_transpose": False},
+        "graphs": graphs, "versions": {"torch": "x"}, "created": "2026-01-01T00:00:00+00:00",
+    }
+    write_manifest(manifest_path(folder, precision), data)
+    return data
+
+
+def test_round_trip(tmp_path):
+    data = _fake_artifacts(tmp_path)
+    manifest = load_manifest(tmp_path, "fp32")
+    assert manifest.precision == "fp32" and manifest.tile_size == 64 and manifest.opset == 18
+    assert manifest.preprocessing["scale"] == 256.0 and manifest.checkpoint is None
+    assert set(manifest.graphs) == {"whole", "tile", "score"}
+    whole = manifest.graph("whole")
+    assert whole.path == tmp_path / "trufor_whole.fp32.onnx" and whole.sha256 == data["graphs"]["whole"]["sha256"]
+    assert whole.inputs == {"image": {"dtype": "uint8", "shape": ["batch", "height", "width", 3]}}
+    assert manifest.graph("tile").outputs["loc_logits"]["shape"] == ["batch", 2, 64, 64]
+    assert load_manifest(tmp_path).precision == "fp32"  # the only one there: found without asking
+    with pytest.raises(AttributeError):
+        manifest.precision = "fp16"  # frozen
+
+
+def test_several_precisions_coexist(tmp_path):
+    _fake_artifacts(tmp_path, "fp32")
+    _fake_artifacts(tmp_path, "int8")
+    assert load_manifest(tmp_path, "int8").graph("whole").path.name == "trufor_whole.int8.onnx"
+    with pytest.raises(ArtifactError, match="several.*fp32, int8"):
+        load_manifest(tmp_path)
+
+
+def test_stale_graph_is_refused(tmp_path):
+    _fake_artifacts(tmp_path)
+    (tmp_path / "trufor_tile.fp32.onnx").write_bytes(b"re-exported without the manifest")
+    with pytest.raises(ArtifactError, match=r"trufor_tile\.fp32\.onnx.*sha256.*stale.*python -m export.build --precision fp32"):
+        load_manifest(tmp_path, "fp32")
+
+
+def test_missing_manifest_lists_available_precisions(tmp_path):
+    _fake_artifacts(tmp_path, "fp32")
+    _fake_artifacts(tmp_path, "fp16")
+    with pytest.raises(ArtifactError, match=r"manifest\.int8\.json does not exist \(available here: fp32, fp16\).*--precision int8"):
+        load_manifest(tmp_path, "int8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="no precision is exported there"):
+        load_manifest(empty, "fp32")
+    with pytest.raises(ArtifactError, match="found none"):
+        load_manifest(empty)
+
+
+def test_wrong_precision_is_refused(tmp_path):
+    _fake_artifacts(tmp_path, "fp32")
+    shutil.copy(manifest_path(tmp_path, "fp32"), manifest_path(tmp_path, "fp16"))
+    with pytest.raises(ArtifactError, match="describes precision 'fp32', not 'fp16'"):
+        load_manifest(tmp_path, "fp16")
+    with pytest.raises(ArtifactError, match="unknown precision 'fp8'.*fp32, fp16, int8"):
+        load_manifest(tmp_path, "fp8")
+
+
+def test_unknown_format_version_and_missing_graph(tmp_path):
+    data = _fake_artifacts(tmp_path)
+    path = manifest_path(tmp_path, "fp32")
+    path.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(ArtifactError, match="format_version 99"):
+        load_manifest(tmp_path, "fp32")
+    _fake_artifacts(tmp_path)
+    (tmp_path / "trufor_score.fp32.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"trufor_score\.fp32\.onnx listed in manifest\.fp32\.json is missing"):
+        load_manifest(tmp_path, "fp32")
+
+
+def test_write_is_atomic(tmp_path):
+    _fake_artifacts(tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))

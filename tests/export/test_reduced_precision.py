@@ -1,0 +1,116 @@
+"""FP16 and INT8 graphs: their structure (casts, Q/DQ) and their numbers against the PyTorch reference.
+
+Tolerances come from measurements on the perturbed tiny model, 15 images of 5 sizes, default
+(synthetic) calibration: the 99th percentile of |map - reference| was 3.6e-3 (fp16) and 2.4e-3
+(int8), of |conf - reference| 2.5e-3 and 2.1e-3, the max |score - reference| 1.5e-3 and 3.5e-4,
+and the tile logits' 99th percentile ~1.1e-2 for both. Maps are compared with a quantile (a few
+pixels near a decision edge may move more), scores with the maximum; bounds are ~3x the measured.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+from export_helpers import TILE, random_image, reference_outputs
+from onnx import TensorProto, numpy_helper
+
+from export.fp16 import FP32_OPS
+from export.manifest import load_manifest
+from export.session import cpu_session
+
+SIZES = [(29, 29), (100, 37), (64, 96)]
+HAS_CONVERTER = importlib.util.find_spec("onnxconverter_common") is not None
+needs_converter = pytest.mark.skipif(not HAS_CONVERTER, reason="fp16 export needs onnxconverter-common (pip install onnxconverter-common)")
+PRECISIONS = [pytest.param("fp16", marks=needs_converter), "int8"]
+# (99th percentile of |map|, |conf| difference, max |score| difference)
+TOLERANCES = {"fp16": (1e-2, 1e-2, 5e-3), "int8": (1e-2, 1e-2, 2e-3)}
+TILE_LOGITS_P99 = 4e-2
+
+
+def _whole_vs_reference(reference_model, folder, precision):
+    manifest = load_manifest(folder, precision)
+    session = cpu_session(manifest.graph("whole").path, threads=1)
+    stats = []
+    for size in SIZES:
+        image = random_image((1, *size, 3), seed=size[1])
+        ref = reference_outputs(reference_model, image)
+        got = dict(zip(("map", "conf", "score"), session.run(None, {"image": image})))
+        assert all(v.dtype == np.float32 for v in got.values())
+        stats.append((
+            float(np.quantile(np.abs(got["map"] - ref["map"]), 0.99)),
+            float(np.quantile(np.abs(got["conf"] - ref["conf"]), 0.99)),
+            float(np.abs(got["score"] - ref["score"]).max()),
+        ))
+    return np.max(np.array(stats), axis=0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_whole_graph_parity(reference_model, artifacts_dir, precision):
+    measured = _whole_vs_reference(reference_model, artifacts_dir(precision), precision)
+    limits = TOLERANCES[precision]
+    for name, value, limit in zip(("map p99", "conf p99", "score max"), measured, limits):
+        assert value <= limit, f"{precision} {name} |diff| {value:.2e} > {limit:.0e}"
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_tile_graph_parity(reference_model, artifacts_dir, precision):
+    manifest = load_manifest(artifacts_dir(precision), precision)
+    image = random_image((2, TILE, TILE, 3), seed=5)
+    ref = reference_outputs(reference_model, image)
+    loc, conf = cpu_session(manifest.graph("tile").path, threads=1).run(None, {"image": image})
+    assert np.quantile(np.abs(loc - ref["loc_logits"]), 0.99) <= TILE_LOGITS_P99
+    assert np.quantile(np.abs(conf - ref["conf_logits"]), 0.99) <= TILE_LOGITS_P99
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_score_graph_stays_fp32(artifacts_dir, precision):
+    folder = artifacts_dir(precision)
+    fp32 = onnx.load(str(load_manifest(artifacts_dir("fp32"), "fp32").graph("score").path))
+    reduced = onnx.load(str(load_manifest(folder, precision).graph("score").path))
+    assert [n.op_type for n in reduced.graph.node] == [n.op_type for n in fp32.graph.node]
+    assert all(init.data_type != TensorProto.FLOAT16 for init in reduced.graph.initializer)
+
+
+@needs_converter
+def test_fp16_graph_has_fp16_weights_and_fp32_islands(artifacts_dir):
+    model = onnx.load(str(load_manifest(artifacts_dir("fp16"), "fp16").graph("whole").path))
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits]
+    assert convs and sum(inits[n.input[1]] == TensorProto.FLOAT16 for n in convs) >= len(convs) - 2
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    islands = [n for n in model.graph.node if n.op_type in FP32_OPS]
+    assert any(n.op_type == "LayerNormalization" for n in islands)
+    assert all(types.get(n.input[0]) == TensorProto.FLOAT for n in islands)
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert {a.i for n in casts for a in n.attribute if a.name == "to"} >= {TensorProto.FLOAT, TensorProto.FLOAT16}
+    # the outputs and the score pooling are computed in float32
+    assert all(types.get(o.name, TensorProto.FLOAT) == TensorProto.FLOAT for o in model.graph.output)
+    reductions = [n for n in model.graph.node if n.op_type == "ReduceLogSumExp"]
+    assert reductions and all(types.get(n.input[0]) == TensorProto.FLOAT for n in reductions)
+
+
+def test_int8_graph_is_symmetric_per_channel_qdq(artifacts_dir):
+    model = onnx.load(str(load_manifest(artifacts_dir("int8"), "int8").graph("whole").path))
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq, "no Q/DQ nodes"
+    for node in qdq:
+        if len(node.input) > 2 and node.input[2] in inits:
+            assert not numpy_helper.to_array(inits[node.input[2]]).any(), f"{node.name}: zero point is not 0"
+    producers = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    quantized = [n for n in convs if producers.get(n.input[1]) is not None and producers[n.input[1]].op_type == "DequantizeLinear"]
+    assert quantized
+    # per-channel weights: one scale per output channel
+    weight_dq = producers[quantized[0].input[1]]
+    scale = numpy_helper.to_array(inits[weight_dq.input[1]])
+    assert scale.ndim == 1 and scale.size == numpy_helper.to_array(inits[weight_dq.input[0]]).shape[0]
+    # the first and last Noiseprint++ convs stay in float
+    dncnn = [n for n in convs if "/dncnn/" in n.name]
+    for node in (dncnn[0], dncnn[-1]):
+        assert node not in quantized, f"{node.name} should not be quantized"
+    assert {n.name for n in quantized} == {n.name for n in dncnn[1:-1]}, "default int8 scope: interior DnCNN convs"

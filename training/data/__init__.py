@@ -1,0 +1,1 @@
+"""Training data: simulated cameras and procedural scenes, synthetic forgeries, users' datasets, batches."""
