@@ -15,10 +15,9 @@ import contextlib
 import importlib.util
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 
 from reference.config import CONF_BN_EPS, PRESETS
 from reference.errors import BackendUnavailableError, TruForError

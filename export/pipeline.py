@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.metadata
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import torch
 
 from reference.build import build_trufor
 from reference.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
+from reference.optimize import fold_batchnorm_
 
 from . import calibration
 from .fp16 import check_fp16, convert_to_fp16, fp16_summary
@@ -57,8 +59,13 @@ def versions() -> dict[str, str]:
 
 
 def fp32_graphs(model, tile: int, step: Callable) -> dict[str, onnx.ModelProto]:
-    """Trace the three wrappers. Examples use batch 2 so no dimension is traced as a constant 1."""
+    """Trace the three wrappers over a BN-folded copy of ``model``.
+
+    Examples use batch 2 so no dimension is traced as a constant 1. Folding here (not left to the
+    exporter) also covers the decoder BNs, which follow a sum in the composed decoder.
+    """
     specs = graph_specs(tile)
+    model = fold_batchnorm_(copy.deepcopy(model).eval())
     examples = {
         "whole": (WholeImageModel(model), (torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8),)),
         "tile": (TileModel(model), (torch.randint(0, 256, (2, tile, tile, 3), dtype=torch.uint8),)),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,10 +64,9 @@ def weighted_statistics_pooling(values: Tensor, log_weights: Tensor | None = Non
     Returns (B, 4).
     """
     values = values.flatten(1)
-    if log_weights is None:
-        log_w = torch.full_like(values, -math.log(values.shape[1]))
-    else:
-        log_w = F.log_softmax(log_weights.flatten(1), dim=1)
+    # Uniform weights as the official code makes them, log_softmax of zeros: unlike a Python
+    # -log(N), this keeps N a graph value when the model is traced for export.
+    log_w = F.log_softmax(torch.zeros_like(values) if log_weights is None else log_weights.flatten(1), dim=1)
     soft_min = -torch.logsumexp(log_w - values, dim=1)
     soft_max = torch.logsumexp(log_w + values, dim=1)
     w = log_w.exp()

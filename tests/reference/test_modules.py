@@ -145,3 +145,10 @@ def test_to_tensor_scales_by_256_not_255():
     x = to_tensor(rgb)
     assert x.shape == (1, 3, 2, 2)
     assert torch.all(x == 255 / 256)
+
+
+def test_score_pooling_traces_for_every_size():
+    """The uniform weights must stay a function of the traced input's size, not the example's."""
+    pool = torch.jit.trace(weighted_statistics_pooling, torch.randn(1, 1, 6, 7))
+    values = torch.randn(1, 1, 11, 13)
+    torch.testing.assert_close(pool(values), weighted_statistics_pooling(values))

@@ -183,7 +183,7 @@ def test_retry_errors_reruns_failed_inputs_only(tmp_path, tiny_checkpoint):
     assert sum(r["relpath"] == "good.png" for r in rows(out)) == 1
 
 
-def test_inference_errors_are_isolated_per_file_even_inside_a_batch(tmp_path, tiny_checkpoint, monkeypatch):
+def test_inference_errors_become_rows_and_the_scan_goes_on(tmp_path, tiny_checkpoint, monkeypatch):
     folder = tmp_path / "in"
     for i in range(4):
         rgb = noise_image(48, 48, seed=i)
