@@ -1,9 +1,7 @@
 """The table of backends: name -> availability check and factory, and the ``auto`` choice.
 
 ``auto`` takes the first usable entry of ``AUTO_ORDER`` (fastest first): TensorRT engines on a GPU,
-else ONNX Runtime when artifacts for the precision exist, else the PyTorch reference. TensorRT
-plugs in here once engines/ provides a runner: fill in its ``unavailable`` and ``create``.
-"""
+else ONNX Runtime when artifacts for the precision exist, else the PyTorch reference. """
 
 from __future__ import annotations
 
@@ -125,11 +123,20 @@ def _ort_create(request: BackendRequest) -> Backend:
 # --- tensorrt --------------------------------------------------------------------------------
 
 def _trt_unavailable(request: BackendRequest) -> str | None:
-    return "the TensorRT runner is not part of runtime/ yet (engines/ builds engines; no runner reads them)"
+    from .runners.trt_backend import tensorrt_unavailable
+
+    reason = tensorrt_unavailable(request.artifacts, request.precision)
+    if reason is not None:
+        return reason
+    from export.manifest import load_manifest
+
+    return _other_model(request, load_manifest(request.artifacts, request.precision, verify=False))
 
 
 def _trt_create(request: BackendRequest) -> Backend:
-    raise BackendUnavailableError(_trt_unavailable(request))
+    from .runners.trt_backend import TensorRTBackend
+
+    return TensorRTBackend(request.artifacts, request.precision)
 
 
 BACKENDS: dict[str, BackendEntry] = {

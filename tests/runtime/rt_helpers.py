@@ -1,14 +1,10 @@
 """Fixtures and helpers shared by the runtime tests.
 
 A plain module imported by the test files, not a second conftest.py: the tests folders are not
-packages, so every conftest.py is the module ``conftest`` and ``from conftest import ...`` picks
-whichever was loaded last. For the same reason tests/conftest.py is loaded here by its path.
+packages, so every conftest.py is the module ``conftest`` and would shadow tests/conftest.py.
 """
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +12,7 @@ import torch
 
 from reference import build_trufor
 from runtime.runners.torch_runner import TorchBackend
-
-_spec = importlib.util.spec_from_file_location("tests_root_conftest", Path(__file__).parents[1] / "conftest.py")
-_root_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root_conftest)
-randomize_ = _root_conftest.randomize_
+from trufor_testing import randomize_
 
 TILE = 64  # small tiles keep the tiny model's tiled runs fast
 
