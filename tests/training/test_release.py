@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from training_helpers import randomize_
+from trufor_testing import randomize_
 
 from reference import build_trufor
 from reference.checkpoint import read_checkpoint

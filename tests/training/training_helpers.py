@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from training.config import TrainConfig
@@ -41,20 +40,3 @@ def write_pairs(root: Path, count: int = 3, size: int = 48, pristine: int = 1, s
             Image.fromarray(mask).save(root / "masks" / f"img{index}.png")
         Image.fromarray(image).save(root / "images" / f"img{index}.png")
     return root
-
-
-def randomize_(model, seed: int = 0):
-    """Non-trivial values in every float tensor (BN variances positive), so wiring errors show."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            noise = torch.randn(tensor.shape, generator=generator)
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + noise.abs())
-            elif tensor.ndim == 1:
-                tensor.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
-            else:
-                tensor.copy_(noise * (2.0 / tensor[0].numel()) ** 0.5)
-    return model
