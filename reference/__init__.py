@@ -1,20 +1,27 @@
 """Faithful PyTorch re-implementation of TruFor (Guillaro et al., CVPR 2023).
 
 Everything else in the project (export, engines, runtime, training) is checked against it.
+Names load lazily, so the ONNX Runtime path can use ``reference.errors``, ``reference.image``
+and ``reference.inputs`` without importing torch.
 """
 
-from .build import build_trufor
-from .config import PRESETS, TruForConfig, get_config
-from .errors import TruForError
-from .model import TruFor, TruForOutput, probabilities
+import importlib
 
-__all__ = [
-    "PRESETS",
-    "TruFor",
-    "TruForConfig",
-    "TruForError",
-    "TruForOutput",
-    "build_trufor",
-    "get_config",
-    "probabilities",
-]
+_EXPORTS = {
+    "PRESETS": "config",
+    "TruForConfig": "config",
+    "get_config": "config",
+    "TruForError": "errors",
+    "build_trufor": "build",
+    "TruFor": "model",
+    "TruForOutput": "model",
+    "probabilities": "model",
+    "to_tensor": "model",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'reference' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -22,10 +22,7 @@ import struct
 import threading
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
-
-from reference.config import PIXEL_SCALE
 
 from reference.errors import (
     ImageDecodeError,
@@ -175,7 +172,3 @@ def _check_size(width: int, height: int, name: str, max_pixels: int | None) -> N
             f"{name}: {width}x{height} (WxH) is below the model's minimum of {MIN_SIDE}x{MIN_SIDE}"
         )
 
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """The model input for one HxWx3 uint8 RGB array: (1, 3, H, W) float32 scaled by 1/256."""
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(PIXEL_SCALE)

@@ -1,6 +1,6 @@
 """TruFor: Noiseprint++ and RGB fused in a dual MiT encoder, two MLP decoders and a detection head.
 
-``TruFor`` takes the official input, RGB scaled by 1/256 (see ``reference.image.to_tensor``), and
+``TruFor`` takes the official input, RGB scaled by 1/256 (see ``to_tensor``), and
 returns logits; ``probabilities`` turns them into the official ``map``, ``conf`` and ``score``.
 """
 
@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, TruForConfig
+from .config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, TruForConfig
 from .encoder import DualMiTEncoder
 from .heads import LOC_BN_EPS, DetectionHead, MLPDecoder, detection_features
 from .noiseprint import Noiseprint
+
+
+def to_tensor(rgb: np.ndarray) -> Tensor:
+    """The model input for one HxWx3 uint8 RGB array: (1, 3, H, W) float32 scaled by 1/256."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(PIXEL_SCALE)
 
 
 class TruForOutput(NamedTuple):

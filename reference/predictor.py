@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from .build import build_trufor
-from .image import DEFAULT_MAX_PIXELS, load_rgb, to_tensor
-from .model import TruFor, probabilities
+from .image import DEFAULT_MAX_PIXELS, load_rgb
+from .model import TruFor, probabilities, to_tensor
 from .optimize import optimize_for_inference
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from reference.image import to_tensor
+from reference.model import to_tensor
 from reference.model import TruFor, probabilities
 
 from .metrics import MetricAccumulator

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from reference.config import PIXEL_SCALE
-from reference.image import to_tensor
+from reference.model import to_tensor
 from reference.model import TruFor, TruForOutput, probabilities
 
 from .base import Backend, BaseRunner, graph_io
@@ -19,7 +19,7 @@ DEFAULT_TILE_SIZE = 512
 def _image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> float [B, 3, H, W] / 256.
 
-    One image goes through ``reference.image.to_tensor`` itself: the CPU convolutions pick their
+    One image goes through ``reference.model.to_tensor`` itself: the CPU convolutions pick their
     kernels from the strides, so any other layout changes the outputs by float rounding.
     """
     if image.shape[0] == 1:

@@ -12,7 +12,8 @@ import torch
 
 from trufor_testing import shared_path
 from reference.heads import detection_features
-from reference.image import load_rgb, to_tensor
+from reference.image import load_rgb
+from reference.model import to_tensor
 from reference.model import probabilities
 
 CASES = {

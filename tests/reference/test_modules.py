@@ -11,7 +11,7 @@ from trufor_testing import randomize_
 from reference import build_trufor
 from reference.encoder import Attention, CrossAttention, FeatureRectifyModule
 from reference.heads import MLPDecoder, weighted_statistics_pooling
-from reference.image import to_tensor
+from reference.model import to_tensor
 from reference.model import probabilities
 
 torch.manual_seed(0)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from reference.errors import TruForError
-from reference.image import to_tensor
+from reference.model import to_tensor
 from reference.model import probabilities
 from rt_helpers import TILE, noise_image, tiny_with_weights, torch_backend  # noqa: F401 (fixture)
 from runtime.predictor import Predictor
