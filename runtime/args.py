@@ -14,7 +14,14 @@ from pathlib import Path
 from reference.config import PRESETS
 from reference.image import DEFAULT_MAX_PIXELS
 
-from .backends import BACKEND_CHOICES, BACKENDS, DEFAULT_ARTIFACTS, PRECISIONS, BackendRequest, cpu_count
+from .backends import (
+    BACKEND_CHOICES,
+    BACKENDS,
+    DEFAULT_ARTIFACTS,
+    PRECISIONS,
+    BackendRequest,
+    cpu_count,
+)
 from .tiling import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD_PIXELS, WINDOWS, TilingConfig
 
 

@@ -29,7 +29,7 @@ from reference.predictor import TruForResult
 
 from .args import ImageArgs, ModelArgs, TilingArgs, UsageError
 from .backends import cpu_count, create_backend
-from .decode import DONE, EMPTY, DecodePool, Decoded
+from .decode import DONE, EMPTY, Decoded, DecodePool
 from .outputs import remove_stale_temps, save_maps, save_overlay
 from .predictor import Predictor
 from .records import OK, ResultsWriter, read_latest
@@ -276,10 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         try:
             inputs = collect_inputs(args.inputs)
-            options.out.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(ScanDirLock(options.out))
             backend = create_backend(request)
             _random_weights_warning(request, backend)
+            options.out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(ScanDirLock(options.out))
             predictor = stack.enter_context(
                 Predictor(backend, tiling, exif_transpose=image_options.exif_transpose, max_pixels=image_options.max_pixels)
             )

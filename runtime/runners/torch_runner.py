@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from reference.config import PIXEL_SCALE
-from reference.model import to_tensor
-from reference.model import TruFor, TruForOutput, probabilities
+from reference.model import TruFor, TruForOutput, probabilities, to_tensor
 
 from .base import Backend, BaseRunner, graph_io
 

@@ -1,18 +1,12 @@
-"""Fixtures and helpers shared by the runtime tests.
-
-A plain module imported by the test files, not a second conftest.py: the tests folders are not
-packages, so every conftest.py is the module ``conftest`` and would shadow tests/conftest.py.
-"""
+"""Helpers shared by the runtime tests (fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
+from trufor_testing import randomize_
 
 from reference import build_trufor
-from runtime.runners.torch_runner import TorchBackend
-from trufor_testing import randomize_
 
 TILE = 64  # small tiles keep the tiny model's tiled runs fast
 
@@ -26,16 +20,3 @@ def noise_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def tiny_with_weights(seed: int = 0) -> torch.nn.Module:
     return randomize_(build_trufor("tiny"), seed).eval()
-
-
-@pytest.fixture
-def torch_backend(tiny_model) -> TorchBackend:
-    return TorchBackend(tiny_model, tile_size=TILE)
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path, tiny_model):
-    """The tiny weights in the official checkpoint layout, for the CLIs."""
-    path = tmp_path / "tiny.pth.tar"
-    torch.save({"state_dict": tiny_model.state_dict(), "epoch": 0}, path)
-    return path

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rt_helpers import TILE, noise_image
 
 from runtime.predictor import Predictor
-from runtime.tiling import WINDOWS, TileGrid, TilingConfig, stitch_tiles, tile_starts, window_1d
-
-from rt_helpers import TILE, noise_image, torch_backend  # noqa: F401 (fixture)
+from runtime.tiling import (
+    WINDOWS,
+    TileGrid,
+    TilingConfig,
+    stitch_tiles,
+    tile_starts,
+    window_1d,
+)
 
 
 @pytest.mark.parametrize("length", [29, 63, 64, 65, 100, 128, 129, 500, 1000, 6000])
@@ -137,7 +143,7 @@ def test_24_megapixels_scan_in_bounded_memory():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, timeout=1200)
+    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, timeout=1200, check=False)
     assert done.returncode == 0, done.stderr
     peak_gb = int(done.stdout.split()[-1]) / 1e6
     assert peak_gb < 2.5, f"peak RSS {peak_gb:.2f} GB"
