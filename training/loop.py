@@ -37,6 +37,7 @@ from reference.model import TruFor
 from reference.outputs import atomic_write
 
 from .config import TrainConfig, save_args
+from .data.loader import SegmentationData
 
 LAST, BEST = "last.pth.tar", "best.pth.tar"
 
@@ -72,6 +73,23 @@ class Phase:
 
     def validate(self, model: TruFor) -> dict[str, float]:
         raise NotImplementedError
+
+
+class SegmentationPhase(Phase):
+    """Phases 2 and 3: image/mask crops from the configured segmentation data."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        super().__init__(config, device)
+        self.data = SegmentationData(config.segmentation_data())
+
+    def describe(self) -> list[str]:
+        return self.data.describe()
+
+    def iterations_per_epoch(self) -> int:
+        return self.data.iterations_per_epoch
+
+    def batches(self, epoch: int, skip: int) -> Iterator:
+        return self.data.batches(epoch, skip)
 
 
 @dataclass(frozen=True)

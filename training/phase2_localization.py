@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .data.loader import SegmentationData
-from .loop import Phase
+from .loop import SegmentationPhase
 from .losses import dice_entropy_loss
 from .validation import validate_images
 from .weights import (
@@ -24,17 +23,10 @@ from .weights import (
 )
 
 
-class LocalizationPhase(Phase):
+class LocalizationPhase(SegmentationPhase):
     number = 2
     trainable = ("backbone", "decode_head")
     best_key = "avg_p-F1_smooth"
-
-    def __init__(self, config, device):
-        super().__init__(config, device)
-        self.data = SegmentationData(config.segmentation_data())
-
-    def describe(self) -> list[str]:
-        return self.data.describe()
 
     def initialize(self, model) -> list[str]:
         init_encoder_(model.backbone)
@@ -50,12 +42,6 @@ class LocalizationPhase(Phase):
             count = load_mit(model.backbone, self.config.mit)
             lines.append(f"encoder streams: {count} tensors from MiT checkpoint {self.config.mit}")
         return lines
-
-    def iterations_per_epoch(self) -> int:
-        return self.data.iterations_per_epoch
-
-    def batches(self, epoch, skip):
-        return self.data.batches(epoch, skip)
 
     def loss(self, model, batch):
         image, label = (t.to(self.device) for t in batch)

@@ -14,24 +14,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data.loader import SegmentationData
-from .loop import Phase
+from .loop import SegmentationPhase
 from .losses import confidence_detection_loss
 from .validation import validate_images
 from .weights import init_decoder_, load_matching
 
 
-class DetectionPhase(Phase):
+class DetectionPhase(SegmentationPhase):
     number = 3
     trainable = ("decode_head_conf", "detection")
     best_key = "avg_img_bacc"
-
-    def __init__(self, config, device):
-        super().__init__(config, device)
-        self.data = SegmentationData(config.segmentation_data())
-
-    def describe(self) -> list[str]:
-        return self.data.describe()
 
     def initialize(self, model) -> list[str]:
         init_decoder_(model.decode_head_conf)
@@ -40,12 +32,6 @@ class DetectionPhase(Phase):
         if missing:
             lines.append(f"{len(missing)} tensors not in it keep their initialisation (e.g. {missing[0]})")
         return lines
-
-    def iterations_per_epoch(self) -> int:
-        return self.data.iterations_per_epoch
-
-    def batches(self, epoch, skip):
-        return self.data.batches(epoch, skip)
 
     def loss(self, model, batch):
         image, label = (t.to(self.device) for t in batch)
