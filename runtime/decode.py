@@ -1,12 +1,15 @@
-"""Decoding in worker threads, feeding a bounded queue that the model thread drains.
+"""Files (or their bytes) to the model's input, with a per-file error instead of an exception.
 
-Pillow releases the GIL while it decodes, so a few threads keep one model busy. The queue bound
-caps the decoded images held in memory at once (``queue_size`` plus one per worker).
+``decode`` is the one place a file becomes a ``Decoded``: the local scan calls it from worker
+threads (``DecodePool``), the Ray scan on bytes that Ray tasks read. Pillow releases the GIL while
+it decodes, so a few threads keep one model busy. The queue bound caps the decoded images held in
+memory at once (``queue_size`` plus one per worker).
 """
 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -14,10 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reference.errors import ImageDecodeError, TruForError
 from reference.image import load_rgb
 from reference.inputs import InputFile
 
 from .args import ImageOptions
+
+_BYTES_IO = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")  # how Pillow names a file it cannot identify
 
 
 @dataclass
@@ -26,6 +32,31 @@ class Decoded:
     rgb: np.ndarray | None  # None when decoding failed
     error: BaseException | None
     seconds: float
+
+
+def read_failure(path: object, error: OSError) -> ImageDecodeError:
+    """The error for a file that cannot be read, worded as ``load_rgb`` words it for a path."""
+    return ImageDecodeError(f"cannot read image {path}: {type(error).__name__}: {error}")
+
+
+def decode(item: InputFile, options: ImageOptions, encoded: bytes | None = None) -> Decoded:
+    """``item`` as RGB, or its error; ``encoded`` holds the file's bytes when they were read elsewhere."""
+    start = time.perf_counter()
+    try:
+        rgb = load_rgb(
+            item.path if encoded is None else encoded,
+            exif_transpose=options.exif_transpose,
+            max_pixels=options.max_pixels,
+        )
+        error = None
+    except TruForError as caught:  # recorded as this file's row, never raised
+        rgb, error = None, caught
+        if encoded is not None:  # rows name the file, as they do when load_rgb reads it by path
+            message = str(caught).replace("<bytes>", str(item.path), 1)
+            error = type(caught)(_BYTES_IO.sub(repr(str(item.path)), message))
+    except Exception as caught:
+        rgb, error = None, caught
+    return Decoded(item, rgb, error, time.perf_counter() - start)
 
 
 DONE = object()  # every file has been handed out
@@ -54,15 +85,7 @@ class DecodePool:
                     item = self._todo.get_nowait()
                 except queue.Empty:
                     return
-                start = time.perf_counter()
-                try:
-                    rgb = load_rgb(
-                        item.path, exif_transpose=self._options.exif_transpose, max_pixels=self._options.max_pixels
-                    )
-                    error = None
-                except Exception as caught:  # recorded as this file's row, never raised
-                    rgb, error = None, caught
-                self._put(Decoded(item, rgb, error, time.perf_counter() - start))
+                self._put(decode(item, self._options))
         finally:
             self._put(DONE)
 

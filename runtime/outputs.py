@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from reference.outputs import atomic_write, save_npz
-from reference.predictor import TruForResult
+from reference.result import TruForResult
 
 OVERLAY_MAX_SIDE = 1024  # each overlay panel is downscaled to at most this many pixels per side
 OVERLAY_ALPHA = 0.55

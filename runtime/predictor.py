@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from reference.image import DEFAULT_MAX_PIXELS, ImageSource, load_rgb
-from reference.predictor import TruForResult
+from reference.result import TruForResult
 
 from .runners.base import Backend
 from .tiling import TilingConfig, stitch_tiles

@@ -5,64 +5,50 @@
 Writes ``DIR/results.jsonl`` (one row per image: status, size, score, decision, forged fraction,
 backend, timing), ``DIR/maps/<relpath>.npz`` with the official fields (``--save-maps``) and
 ``DIR/overlays/<relpath>.png`` (``--overlays``). Rerunning the same command skips finished images.
+With ``--ray [ADDRESS]`` the model runs on a Ray cluster's actors (``runtime.ray_scan``); the rows,
+files and resume are the same.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import signal
 import sys
 import time
 from collections import Counter
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import ExitStack, closing
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from reference.errors import TruForError
 from reference.inputs import InputFile, collect_inputs
-from reference.predictor import TruForResult
 
+from . import ray_scan
 from .args import ImageArgs, ModelArgs, TilingArgs, UsageError
 from .backends import cpu_count, create_backend
 from .decode import DONE, EMPTY, Decoded, DecodePool
-from .outputs import remove_stale_temps, save_maps, save_overlay
+from .outputs import remove_stale_temps
 from .predictor import Predictor
 from .records import OK, ResultsWriter, read_latest
 from .scan_dir import ScanDirLock, check_settings
+from .scanner import OutputOptions, Scanner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EPILOG = """\
 exit status:
   0    every input's latest row in results.jsonl is ok
   1    some input failed (its row says why: decode_error, too_large, too_small,
-       unsupported_mode, inference_error); the scan still went through every file
-  2    bad arguments, no usable backend or model, or an output folder that cannot be written
+       unsupported_mode, inference_error, or worker_crash with --ray: it killed its Ray
+       worker on every try); the scan still went through every file
+  2    bad arguments, no usable backend or model, an output folder that cannot be written,
+       or (--ray) no Ray installed, no cluster to connect to, or actors that cannot start
   130  interrupted (Ctrl-C or SIGTERM); everything written so far stays valid
 
 Rerun the same command to resume: inputs whose latest row is ok (and whose requested map and
 overlay files exist) are skipped, as are failed ones unless --retry-errors is given.
 """
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    out: Path
-    save_maps: bool
-    overlays: bool
-    threshold: float
-    retry_errors: bool
-    workers: int
-
-    def map_path(self, item: InputFile) -> Path:
-        return self.out / "maps" / f"{item.relpath}.npz"
-
-    def overlay_path(self, item: InputFile) -> Path:
-        return self.out / "overlays" / f"{item.relpath}.png"
 
 
 class OutputArgs:
@@ -87,7 +73,13 @@ class OutputArgs:
         return OutputOptions(args.out, args.save_maps, args.overlays, args.threshold, args.retry_errors, args.workers)
 
 
-GROUPS = {"model": ModelArgs(), "image": ImageArgs(), "tiling": TilingArgs(), "output": OutputArgs()}
+GROUPS = {
+    "model": ModelArgs(),
+    "image": ImageArgs(),
+    "tiling": TilingArgs(),
+    "output": OutputArgs(),
+    "ray": ray_scan.RayArgs(),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,17 +103,35 @@ def _warn(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-class Scan:
-    """The model thread's loop: batches decoded images, writes outputs, then the row."""
+class RowLog:
+    """Appends each row to results.jsonl and tallies it for the progress bar and the summary."""
 
-    def __init__(self, predictor: Predictor, options: OutputOptions, writer: ResultsWriter, progress: tqdm):
-        self.predictor = predictor
-        self.options = options
+    def __init__(self, writer: ResultsWriter, progress: tqdm):
         self.writer = writer
         self.progress = progress
         self.statuses: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.seconds = 0.0
+
+    def append(self, row: dict) -> None:
+        self.writer.append(row)
+        status = row["status"]
+        self.statuses[status] += 1
+        if status != OK:
+            # The commonest errors are counted without the file name, which every message starts with.
+            self.errors[f"{status}: {row['error'].replace(row['path'], '<file>')[:200]}"] += 1
+        self.progress.update(1)
+        failed = sum(n for status, n in self.statuses.items() if status != OK)
+        self.progress.set_postfix_str(f"failed {failed}" if failed else "", refresh=False)
+
+
+class Scan(RowLog):
+    """The local model thread's loop: batches decoded images of one size for the Scanner, appends the rows."""
+
+    def __init__(self, predictor: Predictor, options: OutputOptions, writer: ResultsWriter, progress: tqdm):
+        super().__init__(writer, progress)
+        self.predictor = predictor
+        self.scanner = Scanner(predictor, options)
         predictor.on_tiles = self._show_tiles
 
     def _show_tiles(self, done: int, total: int) -> None:
@@ -137,9 +147,7 @@ class Scan:
                 break
             if got is EMPTY:
                 pending = self._flush(pending)
-            elif got.error is not None:
-                self._record_error(got, got.error, "decode_error", got.seconds)
-            elif self.predictor.mode(*got.rgb.shape[:2]) == "tiled":
+            elif got.error is not None or self.predictor.mode(*got.rgb.shape[:2]) == "tiled":
                 self._infer([got])
             else:
                 group = pending.setdefault(got.rgb.shape, [])
@@ -156,79 +164,8 @@ class Scan:
         return pending
 
     def _infer(self, batch: list[Decoded]) -> None:
-        if not batch:
-            return
-        start = time.perf_counter()
-        try:
-            results = self.predictor.predict_batch([decoded.rgb for decoded in batch])
-        except Exception as error:
-            if len(batch) > 1:  # find which image fails: each alone
-                for decoded in batch:
-                    self._infer([decoded])
-            else:
-                self._record_error(batch[0], error, "inference_error", batch[0].seconds + time.perf_counter() - start)
-            return
-        share = (time.perf_counter() - start) / len(batch)
-        for decoded, result in zip(batch, results):
-            self._finish(decoded, result, decoded.seconds + share)
-
-    def _finish(self, decoded: Decoded, result: TruForResult, seconds: float) -> None:
-        if not (math.isfinite(result.score) and np.isfinite(result.map).all() and np.isfinite(result.conf).all()):
-            error = FloatingPointError("the model returned NaN or infinite values")
-            self._record_error(decoded, error, "inference_error", seconds)
-            return
-        item = decoded.item
-        if self.options.save_maps:
-            save_maps(self.options.map_path(item), result)
-        if self.options.overlays:
-            save_overlay(self.options.overlay_path(item), decoded.rgb, result)
-        height, width = result.map.shape
-        backend = self.predictor.backend
-        self._append(
-            item,
-            status=OK,
-            error=None,
-            width=width,
-            height=height,
-            score=float(result.score),
-            forged=bool(result.score > self.options.threshold),
-            forged_fraction=float(np.count_nonzero(result.map > 0.5) / result.map.size),
-            mode=self.predictor.mode(height, width),
-            backend=backend.name,
-            precision=backend.precision,
-            seconds=round(seconds, 4),
-        )
-
-    def _record_error(self, decoded: Decoded, error: BaseException, default_status: str, seconds: float) -> None:
-        if isinstance(error, TruForError):
-            status, message = error.status, str(error)
-        else:
-            status, message = default_status, f"{type(error).__name__}: {error}"
-        rgb = decoded.rgb
-        backend = self.predictor.backend
-        self._append(
-            decoded.item,
-            status=status,
-            error=message,
-            width=None if rgb is None else rgb.shape[1],
-            height=None if rgb is None else rgb.shape[0],
-            score=None,
-            forged=None,
-            forged_fraction=None,
-            mode=None if rgb is None else self.predictor.mode(*rgb.shape[:2]),
-            backend=backend.name,
-            precision=backend.precision,
-            seconds=round(seconds, 4),
-        )
-        # The commonest errors are counted without the file name, which every message starts with.
-        self.errors[f"{status}: {message.replace(str(decoded.item.path), '<file>')[:200]}"] += 1
-
-    def _append(self, item: InputFile, **fields) -> None:
-        self.writer.append({"path": str(item.path), "relpath": item.relpath, **fields})
-        self.statuses[fields["status"]] += 1
-        self.progress.update(1)
-        failed = sum(n for status, n in self.statuses.items() if status != OK)
-        self.progress.set_postfix_str(f"failed {failed}" if failed else "", refresh=False)
+        for row in self.scanner.scan(batch):
+            self.append(row)
 
 
 def _is_done(item: InputFile, latest: dict, options: OutputOptions) -> bool:
@@ -268,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        request, image_options, tiling, options = (GROUPS[name].parse(args) for name in GROUPS)
+        request, image_options, tiling, options, ray_options = (GROUPS[name].parse(args) for name in GROUPS)
     except UsageError as error:
         parser.error(str(error))
     started = time.perf_counter()
@@ -278,11 +215,19 @@ def main(argv: list[str] | None = None) -> int:
             inputs = collect_inputs(args.inputs)
             backend = create_backend(request)
             _random_weights_warning(request, backend)
+            if ray_options is not None:  # the model runs on the actors; the backend here names what they run
+                stack.enter_context(ray_scan.connect(ray_options))
+                job = ray_scan.RayScan(ray_options, request, backend, tiling, image_options, options)
+                where = job.describe()
             options.out.mkdir(parents=True, exist_ok=True)
             stack.enter_context(ScanDirLock(options.out))
-            predictor = stack.enter_context(
-                Predictor(backend, tiling, exif_transpose=image_options.exif_transpose, max_pixels=image_options.max_pixels)
-            )
+            if ray_options is None:
+                predictor = stack.enter_context(
+                    Predictor(
+                        backend, tiling, exif_transpose=image_options.exif_transpose, max_pixels=image_options.max_pixels
+                    )
+                )
+                where = f"{options.workers} decoding threads"
             check_settings(options.out, request, backend, tiling, image_options, options.threshold)
         except (TruForError, ValueError, OSError) as error:
             _warn(f"[E] {error}")
@@ -296,47 +241,62 @@ def main(argv: list[str] | None = None) -> int:
         todo = [item for item in inputs if not _is_done(item, latest, options)]
         _log(
             f"[I] {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to scan with "
-            f"{backend.describe()}, {options.workers} decoding threads -> {options.out}"
+            f"{backend.describe()}, {where} -> {options.out}"
         )
         writer = stack.enter_context(ResultsWriter(results_path))
         if writer.torn_bytes:
             _log(f"[I] cut a torn last line ({writer.torn_bytes} bytes) from {results_path}")
         progress = stack.enter_context(tqdm(total=len(todo), unit="img", dynamic_ncols=True, file=sys.stderr))
-        scan = Scan(predictor, options, writer, progress)
-        pool = DecodePool(todo, options.workers, image_options)
-        stack.callback(pool.close)
+        if ray_options is None:
+            log = Scan(predictor, options, writer, progress)
+            pool = DecodePool(todo, options.workers, image_options)
+            stack.callback(pool.close)
+
+            def work() -> None:
+                log.run(pool)
+        else:
+            log = RowLog(writer, progress)
+
+            def work() -> None:
+                with closing(job.rows(todo)) as rows:  # closing stops the Ray job at once on Ctrl-C
+                    for row in rows:
+                        log.append(row)
+
         interrupted, fatal = False, None
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         loop_started = time.perf_counter()
         try:
-            scan.run(pool)
+            work()
         except KeyboardInterrupt:
             interrupted = True
         except OSError as error:  # an output file could not be written: every later file would fail too
-            fatal = error
+            fatal = f"cannot write outputs: {error}"
+        except TruForError as error:  # the Ray job could not go on
+            fatal = str(error)
         finally:
             signal.signal(signal.SIGTERM, previous)
             progress.close()
-            scan.seconds = time.perf_counter() - loop_started
-    return _summary(scan, inputs, results_path, time.perf_counter() - started, command, interrupted, fatal)
+            log.seconds = time.perf_counter() - loop_started
+    timing = "model loading excluded" if ray_options is None else "Ray actor start-up included"
+    return _summary(log, inputs, results_path, time.perf_counter() - started, command, interrupted, fatal, timing)
 
 
-def _summary(scan, inputs, results_path, seconds, command, interrupted, fatal) -> int:
-    done = sum(scan.statuses.values())
-    counts = ", ".join(f"{status} {n}" for status, n in scan.statuses.most_common()) or "nothing"
-    rate = done / scan.seconds if scan.seconds else 0.0
-    _log(f"[I] This run: {counts} in {scan.seconds:.1f} s ({rate:.3f} images/s, model loading excluded)")
-    for message, n in scan.errors.most_common(5):
+def _summary(log: RowLog, inputs, results_path, seconds, command, interrupted, fatal, timing: str) -> int:
+    done = sum(log.statuses.values())
+    counts = ", ".join(f"{status} {n}" for status, n in log.statuses.most_common()) or "nothing"
+    rate = done / log.seconds if log.seconds else 0.0
+    _log(f"[I] This run: {counts} in {log.seconds:.1f} s ({rate:.3f} images/s, {timing})")
+    for message, n in log.errors.most_common(5):
         _log(f"[I]   {n} x {message}")
-    if len(scan.errors) > 5:
-        _log(f"[I]   ... and {len(scan.errors) - 5} other error messages (see {results_path})")
+    if len(log.errors) > 5:
+        _log(f"[I]   ... and {len(log.errors) - 5} other error messages (see {results_path})")
     latest = read_latest(results_path)
     rows = [latest.get(item.relpath) for item in inputs]
     failed = sum(row is not None and row["status"] != OK for row in rows)
     missing = sum(row is None for row in rows)
     _log(f"[I] All {len(inputs)} inputs: ok {len(inputs) - failed - missing}, failed {failed}, not scanned {missing}")
     if fatal is not None:
-        _warn(f"[E] stopped: cannot write outputs: {fatal}")
+        _warn(f"[E] stopped: {fatal}")
         _warn(f"[E] FAILED | Runtime: {seconds:.3f}s | Command: {command}")
         return EXIT_USAGE
     if interrupted:

@@ -44,6 +44,8 @@ class ScanDirLock:
 
 
 def _model_identity(request: BackendRequest, backend: Backend) -> str:
+    if backend.name == "triton":
+        return backend.model_identity()
     if backend.name == "torch":
         if request.checkpoint is None:
             return f"preset {request.preset} (random weights)"

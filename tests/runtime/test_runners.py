@@ -170,5 +170,7 @@ def test_auto_prefers_onnxruntime_only_for_the_same_model(ort_artifacts, tmp_pat
     assert choose_backend(BackendRequest(artifacts=out)).name == "onnxruntime"
     assert choose_backend(BackendRequest(artifacts=out, checkpoint=same, preset="tiny")).name == "onnxruntime"
     assert choose_backend(BackendRequest(artifacts=out, checkpoint=other, preset="tiny")).name == "torch"
-    with pytest.raises(BackendUnavailableError, match="torch: runs fp32 only, not int8"):
+    with pytest.raises(BackendUnavailableError, match="torch: runs fp32, fp16 only, not int8"):
         choose_backend(BackendRequest(artifacts=out, precision="int8", checkpoint=same, preset="tiny"))
+    with pytest.raises(BackendUnavailableError, match=r"torch: the torch backend runs fp16 on a CUDA device only"):
+        choose_backend(BackendRequest(artifacts=out, precision="fp16", checkpoint=same, preset="tiny"))

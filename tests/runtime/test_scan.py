@@ -292,7 +292,9 @@ def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_ch
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--backend", "torch", "--precision", "int8"], "--backend torch runs fp32 only"),
+        (["--backend", "torch", "--precision", "int8"], "--backend torch runs fp32 (and fp16 with --device cuda)"),
+        (["--backend", "torch", "--precision", "fp16"], "was given without --device cuda"),
+        (["--backend", "torch", "--device", "cuda", "--precision", "int8"], "--precision int8 was given;"),
         (["--backend", "onnxruntime", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only"),
         (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend onnxruntime only"),
         (["--threshold", "1.5"], "--threshold must be within"),

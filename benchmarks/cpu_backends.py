@@ -1,0 +1,136 @@
+"""CPU backends side by side: latency and peak memory per image, one fresh process per run.
+
+    python -m benchmarks.cpu_backends --artifacts A --preset trufor \
+        [--runs torch onnxruntime:fp32 onnxruntime:int8 onnxruntime:fp16] \
+        [--sizes 256x384 768x1024 3000x4000] [--threads 2] [--repeats 3] [--markdown]
+
+Each (backend, size) runs in its own process, so its peak RSS (``ru_maxrss``) is the whole
+process's: what a user's scan of such an image costs. Timed is ``Predictor.predict_rgb`` on a
+random uint8 image (preprocessing, the model, and for images above the tiling threshold the
+tiles, the stitching and the score graph). Whole images get one untimed warm-up at the same size;
+tiled ones do not (their first of many tile batches carries the one-off cost). Besides
+wall time the rows give process CPU time divided by the threads, which stays close to the idle
+machine's latency when other processes share the cores. A failing run records its error in its
+row and the sweep goes on. Weights do not change the cost: random ones (``--preset``) will do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_RUNS = ("torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
+DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
+
+
+def measure(run: str, size: str, args: argparse.Namespace) -> dict:
+    from runtime.backends import BackendRequest, create_backend
+    from runtime.predictor import Predictor
+
+    backend_name, _, precision = run.partition(":")
+    request = BackendRequest(
+        backend=backend_name,
+        precision=precision or "fp32",
+        artifacts=Path(args.artifacts),
+        checkpoint=Path(args.checkpoint) if args.checkpoint and backend_name == "torch" else None,
+        preset=args.preset if backend_name == "torch" else None,
+        threads=args.threads,
+    )
+    height, width = (int(v) for v in size.lower().split("x"))
+    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    with Predictor(create_backend(request)) as predictor:
+        mode = predictor.mode(height, width)
+        if mode == "whole":
+            predictor.predict_rgb(rgb)  # warm-up: allocations, kernel and algorithm selection
+        walls, cpus = [], []
+        for _ in range(args.repeats):
+            wall, cpu = time.perf_counter(), time.process_time()
+            predictor.predict_rgb(rgb)
+            walls.append(time.perf_counter() - wall)
+            cpus.append((time.process_time() - cpu) / args.threads)
+    return {
+        "run": run,
+        "size": size,
+        "mode": mode,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "median_s": round(statistics.median(walls), 3),
+        "min_s": round(min(walls), 3),
+        "cpu_per_thread_s": round(statistics.median(cpus), 3),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "load_average": round(_load_average(), 2),
+    }
+
+
+def _load_average() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def _markdown(rows: list[dict], threads: int) -> str:
+    lines = [
+        f"{platform.machine()}, {threads} threads, python {platform.python_version()}",
+        "",
+        "| size (HxW) | backend | mode | median s | min s | CPU s per thread | peak RSS GB | load avg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['size']} | {row['run']} | error: {row['error']} | | | | | |")
+        else:
+            lines.append(
+                f"| {row['size']} | {row['run']} | {row['mode']} | {row['median_s']} | {row['min_s']} | "
+                f"{row['cpu_per_thread_s']} | {row['peak_rss_gb']} | {row['load_average']} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_backends", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifacts", default="artifacts", help="folder made by python -m export.build")
+    parser.add_argument("--checkpoint", help="weights for the torch run (default: random weights of --preset)")
+    parser.add_argument("--preset", default="trufor")
+    parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), help="BACKEND or BACKEND:PRECISION")
+    parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="HxW")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--worker", nargs=2, metavar=("RUN", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(*args.worker, args)))
+        return 0
+    forwarded = [sys.executable, "-m", "benchmarks.cpu_backends", "--artifacts", args.artifacts, "--preset", args.preset,
+                 "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    forwarded += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    rows = []
+    for size in args.sizes:
+        for run in args.runs:
+            done = subprocess.run([*forwarded, "--worker", run, size], capture_output=True, text=True)
+            if done.returncode == 0:
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+            else:
+                row = {"run": run, "size": size, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    if args.markdown:
+        print("\n" + _markdown(rows, args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
