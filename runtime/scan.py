@@ -189,6 +189,8 @@ def _random_weights_warning(request, backend) -> None:
         what = f"--preset {request.preset} without --checkpoint runs"
     elif manifest is not None and manifest.checkpoint is None:
         what = f"{manifest.path} was exported without a checkpoint: it holds"
+    elif backend.name == "triton" and not backend.parameters["tile"].get("checkpoint_sha256"):
+        what = f"the models of the Triton server at {backend.url} were exported without a checkpoint: they hold"
     else:
         return
     bar = "!" * 78

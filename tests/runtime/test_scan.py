@@ -360,3 +360,11 @@ def test_a_second_scan_into_the_same_folder_is_refused(tmp_path):
             pass
     with ScanDirLock(tmp_path):  # released when the first one ends
         pass
+
+
+def test_random_weights_are_announced_and_real_ones_are_not(tmp_path, tiny_checkpoint, capsys):
+    path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
+    assert main([str(path), "--out", str(tmp_path / "random"), "--backend", "torch", "--preset", "tiny"]) == 0
+    assert "WARNING: --preset tiny without --checkpoint runs RANDOM WEIGHTS" in capsys.readouterr().err
+    assert scan([path], tmp_path / "real", tiny_checkpoint) == 0
+    assert "RANDOM WEIGHTS" not in capsys.readouterr().err
