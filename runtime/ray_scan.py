@@ -9,7 +9,7 @@ the ``scan.json`` settings guard and the folder lock are the local scan's), and 
 rows to ``results.jsonl``, each fsynced. Ray tasks read each input's bytes; an actor pool decodes
 them and runs the project's ``Scanner`` (one model per actor: one actor per GPU when the backend
 runs on a GPU, else CPU actors of ``--threads`` threads; one CPU of the cluster stays free for the
-reading tasks, so the pool cannot starve its own input). The actors write the maps and overlays, so
+reading tasks' work, and they claim no CPU slot, so the pool can never starve its own input). The actors write the maps and overlays, so
 on a multi-node cluster the inputs and ``--out`` must be on a filesystem that every node mounts at
 the same path, and every node needs this project and its model artifacts installed the same way.
 
@@ -30,6 +30,7 @@ scan: Ray reads them itself, and nothing here handles the token.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -57,8 +58,11 @@ from .tiling import TilingConfig
 INSTALL = 'pip install -e ".[ray]"'
 WORKER_CRASH = "worker_crash"
 TASK_RETRIES = 2  # a batch runs at most 1 + TASK_RETRIES times per pass
-READ_TASK_CPUS = 0.25  # reading bytes is I/O: four reads share one CPU
-RESERVED_CPUS = 1  # left free for the reading tasks
+# Reading bytes is I/O, and a read task that waits for a CPU slot can deadlock the job: actors hold
+# their CPUs while they wait for input, and an actor that a crash restarted can outlive its pass
+# (the CI run of the crash test hung so). Reads claim no slot, so nothing can starve them.
+READ_TASK_CPUS = 0
+RESERVED_CPUS = 1  # left free for the reading tasks' work and the second pass's actor
 DEFAULT_ACTOR_THREADS = 4
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-machine cluster on 127.0.0.1
 
@@ -258,6 +262,9 @@ class RayScan:
             for row in self._run(list(left.values()), batch_size):
                 if left.pop(row["relpath"], None) is not None:
                     yield row
+            # Ray Data releases a finished pass's actors by dropping its references to them; errors
+            # of crashed tasks can keep some in reference cycles, holding CPUs the next pass needs.
+            gc.collect()
         attempts = 2 * (1 + TASK_RETRIES)
         for item in left.values():
             message = (
