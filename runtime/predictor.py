@@ -95,14 +95,26 @@ class Predictor:
             for i in range(batch.shape[0])
         ]
 
-    def _run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.backend.tile.infer({"image": tiles})
-        return out["loc_logits"], out["conf_logits"]
+    def _submit_tiles(self, tiles: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """Starts a batch of tiles and returns the call that waits for its logits; runners without
+        ``submit_batch`` (ONNX Runtime, torch) compute here, TensorRT's returns at once."""
+        runner = self.backend.tile
+        submit_batch = getattr(runner, "submit_batch", None)
+        if submit_batch is None:
+            out = runner.infer({"image": tiles})
+            return lambda: (out["loc_logits"], out["conf_logits"])
+        wait = submit_batch({"image": tiles})
+
+        def logits() -> tuple[np.ndarray, np.ndarray]:
+            out = wait()
+            return out["loc_logits"], out["conf_logits"]
+
+        return logits
 
     def _predict_tiled(self, rgb: np.ndarray) -> TruForResult:
         loc_logits, conf_logits = stitch_tiles(
             rgb,
-            self._run_tiles,
+            self._submit_tiles,
             self.backend.tile_size,
             self.overlap,
             self.tiling.window,

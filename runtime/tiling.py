@@ -34,8 +34,10 @@ WINDOW_FLOOR = 1e-3  # smallest window weight: keeps border pixels' total weight
 DEFAULT_THRESHOLD_PIXELS = 2048 * 1024
 DEFAULT_BATCH_SIZE = 4
 
-# (B, T, T, 3) uint8 tiles -> (B, C, T, T) localization and (B, 1, T, T) confidence logits.
-TileFunction = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (B, T, T, 3) uint8 tiles -> a call that waits for their (B, C, T, T) localization and
+# (B, 1, T, T) confidence logits. A backend that runs asynchronously (TensorRT on CUDA streams)
+# returns at once, so the next batch computes while the host blends this one.
+TileSubmit = Callable[[np.ndarray], Callable[[], tuple[np.ndarray, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def pad_to_tile(rgb: np.ndarray, tile: int) -> np.ndarray:
 
 def stitch_tiles(
     rgb: np.ndarray,
-    run_tiles: TileFunction,
+    submit_tiles: TileSubmit,
     tile: int,
     overlap: int,
     window: str = "tukey",
@@ -151,6 +153,7 @@ def stitch_tiles(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blended full-resolution logits of an HxWx3 uint8 image: (1, C, H, W) and (1, 1, H, W) float32.
 
+    One batch is submitted ahead of the one being blended, so at most two are in flight.
     ``on_progress(tiles_done, tiles_total)`` is called after every batch of tiles.
     """
     height, width = rgb.shape[:2]
@@ -160,19 +163,28 @@ def stitch_tiles(
     weights = np.outer(profile, profile)
     accumulator: np.ndarray | None = None  # (C + 1, H, W): localization channels, then confidence
     origins = list(grid.origins())
-    for first in range(0, len(origins), batch_size):
-        batch_origins = origins[first : first + batch_size]
-        batch = np.stack([padded[y : y + tile, x : x + tile] for y, x in batch_origins])
-        loc_logits, conf_logits = run_tiles(batch)
+    batches = [origins[first : first + batch_size] for first in range(0, len(origins), batch_size)]
+
+    def submit(batch_origins: list[tuple[int, int]]):
+        return submit_tiles(np.stack([padded[y : y + tile, x : x + tile] for y, x in batch_origins]))
+
+    done = 0
+    next_result = submit(batches[0])
+    for index, batch_origins in enumerate(batches):
+        result = next_result
+        if index + 1 < len(batches):
+            next_result = submit(batches[index + 1])
+        loc_logits, conf_logits = result()
         if accumulator is None:
             accumulator = np.zeros((loc_logits.shape[1] + 1, grid.height, grid.width), np.float32)
         classes = loc_logits.shape[1]
         for (y, x), loc, conf in zip(batch_origins, loc_logits, conf_logits):
             accumulator[:classes, y : y + tile, x : x + tile] += loc * weights
             accumulator[classes:, y : y + tile, x : x + tile] += conf * weights
-        del batch, loc_logits, conf_logits
+        del result, loc_logits, conf_logits
+        done += len(batch_origins)
         if on_progress is not None:
-            on_progress(first + len(batch_origins), len(origins))
+            on_progress(done, len(origins))
     assert accumulator is not None
     rows = grid.total_weight(profile, grid.ys, grid.height)
     cols = grid.total_weight(profile, grid.xs, grid.width)

@@ -271,15 +271,24 @@ class TrtRunner(BaseRunner):
             return [feed]
         return [{n: a[i : i + batch] for n, a in feed.items()} for i in range(0, total, batch)]
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def submit_batch(self, feed: dict[str, np.ndarray]) -> Callable[[], dict[str, np.ndarray]]:
+        """Start a batch of any size (in profile-sized chunks, all in flight before the first wait)
+        and return the call that waits for its outputs."""
         feed = {name: np.ascontiguousarray(array) for name, array in feed.items()}
-        pending = [self.submit(chunk) for chunk in self._chunk(feed)]  # all in flight before the first wait
-        results = [p.wait() for p in pending]
-        if self.timing:
-            self.stage_log.extend(p.stage_ms for p in pending if p.stage_ms)
-        if len(results) == 1:
-            return results[0]
-        return {name: np.concatenate([r[name] for r in results]) for name in self.io.outputs}
+        pending = [self.submit(chunk) for chunk in self._chunk(feed)]
+
+        def wait() -> dict[str, np.ndarray]:
+            results = [p.wait() for p in pending]
+            if self.timing:
+                self.stage_log.extend(p.stage_ms for p in pending if p.stage_ms)
+            if len(results) == 1:
+                return results[0]
+            return {name: np.concatenate([r[name] for r in results]) for name in self.io.outputs}
+
+        return wait
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.submit_batch(feed)()
 
     def deactivate_impl(self) -> None:
         for slot in self.slots:

@@ -42,10 +42,10 @@ def test_window_is_positive_symmetric_and_at_most_one(kind, tile, overlap):
     np.testing.assert_array_equal(weights, weights[::-1])
 
 
-def identity_tiles(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def identity_tiles(tiles: np.ndarray):
     """A stand-in tile graph whose 'logits' are the pixels: channels 0-1 as loc, channel 2 as conf."""
     values = tiles.astype(np.float32).transpose(0, 3, 1, 2)
-    return values[:, :2], values[:, 2:]
+    return lambda: (values[:, :2], values[:, 2:])
 
 
 @pytest.mark.parametrize("shape", [(200, 300), (64, 64), (40, 150), (29, 29), (130, 65)])
@@ -147,3 +147,50 @@ def test_24_megapixels_scan_in_bounded_memory():
     assert done.returncode == 0, done.stderr
     peak_gb = int(done.stdout.split()[-1]) / 1e6
     assert peak_gb < 2.5, f"peak RSS {peak_gb:.2f} GB"
+
+
+def test_the_next_batch_is_submitted_before_this_one_is_waited_for():
+    """With an asynchronous backend the device computes batch k+1 while the host blends batch k."""
+    events = []
+
+    def submit(tiles):
+        index = sum(event.startswith("submit") for event in events)
+        events.append(f"submit {index}")
+        result = identity_tiles(tiles)
+        return lambda: events.append(f"wait {index}") or result()
+
+    rgb = noise_image(100, 150)
+    loc, conf = stitch_tiles(rgb, submit, TILE, 16, "box", batch_size=2)
+    batches = sum(event.startswith("submit") for event in events)
+    assert batches >= 3
+    expected = ["submit 0"] + [e for k in range(batches) for e in ([f"submit {k + 1}"] if k + 1 < batches else []) + [f"wait {k}"]]
+    assert events == expected
+    np.testing.assert_array_equal(loc[0], rgb.astype(np.float32).transpose(2, 0, 1)[:2])
+
+
+class SubmittingTileRunner:
+    """A tile runner with TensorRT's ``submit_batch``: the batch starts now, the result comes on wait."""
+
+    def __init__(self, runner):
+        self.runner, self.waits = runner, 0
+        self.activate, self.deactivate = runner.activate, runner.deactivate
+
+    def submit_batch(self, feed):
+        out = self.runner.infer(feed)
+
+        def wait():
+            self.waits += 1
+            return out
+
+        return wait
+
+
+def test_predictor_uses_submit_batch_when_the_tile_runner_has_it(torch_backend):
+    rgb = noise_image(150, 230, seed=4)
+    tiling = TilingConfig(threshold_pixels=100 * 100, batch_size=4)
+    expected = Predictor(torch_backend, tiling).predict(rgb)
+    submitting = SubmittingTileRunner(torch_backend.tile)
+    torch_backend.runners["tile"] = submitting
+    got = Predictor(torch_backend, tiling).predict(rgb)
+    assert submitting.waits == -(-len(TileGrid.for_image(150, 230, TILE, TILE // 4)) // 4)
+    _compare(got, expected, atol=0)
