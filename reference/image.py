@@ -79,18 +79,20 @@ def load_rgb(
     *,
     exif_transpose: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
 ) -> np.ndarray:
     """Read a path, encoded bytes, a PIL image or a uint8 array as the model's RGB input.
 
     ``max_pixels=None`` removes the size limit. Failures raise the ImageError family, so the batch
-    scanner can record a status per file instead of stopping.
+    scanner can record a status per file instead of stopping. ``name`` is what error messages call
+    encoded bytes (the file they were read from), so they read as they would for its path.
     """
     if isinstance(source, np.ndarray):
         return _from_array(source, max_pixels)
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", "") or "<PIL.Image>"
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        name = "<bytes>"
+        name = name or "<bytes>"
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
     else:
@@ -98,21 +100,20 @@ def load_rgb(
             "load_rgb takes a path, bytes, a PIL image or a numpy array, "
             f"not {type(source).__name__}"
         )
+    # Bytes go through BytesIO: Image.open would take a bare bytes object for a file name.
+    buffer = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else None
     with _pillow_bomb_check_lifted:
         try:
             if isinstance(source, Image.Image):
                 return _from_pil(source, name, exif_transpose, max_pixels)
-            # Bytes go through BytesIO: Image.open would take a bare bytes object for a file name.
-            encoded = isinstance(source, (bytes, bytearray, memoryview))
-            with Image.open(io.BytesIO(source) if encoded else name) as image:
+            with Image.open(name if buffer is None else buffer) as image:
                 return _from_pil(image, name, exif_transpose, max_pixels)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             # Only reachable if other code resets Pillow's limit while we decode.
             raise ImageTooLargeError(f"{name}: Pillow refused the image: {error}") from error
         except _DECODE_FAILURES as error:
-            raise ImageDecodeError(
-                f"cannot read image {name}: {type(error).__name__}: {error}"
-            ) from error
+            detail = str(error) if buffer is None else str(error).replace(repr(buffer), repr(name))  # Pillow names the buffer
+            raise ImageDecodeError(f"cannot read image {name}: {type(error).__name__}: {detail}") from error
 
 
 def _from_pil(

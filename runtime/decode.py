@@ -9,7 +9,6 @@ memory at once (``queue_size`` plus one per worker).
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -17,13 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.errors import ImageDecodeError, TruForError
+from reference.errors import ImageDecodeError
 from reference.image import load_rgb
 from reference.inputs import InputFile
 
 from .args import ImageOptions
-
-_BYTES_IO = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")  # how Pillow names a file it cannot identify
 
 
 @dataclass
@@ -47,14 +44,10 @@ def decode(item: InputFile, options: ImageOptions, encoded: bytes | None = None)
             item.path if encoded is None else encoded,
             exif_transpose=options.exif_transpose,
             max_pixels=options.max_pixels,
+            name=str(item.path),  # rows name the file even when its bytes were read elsewhere
         )
         error = None
-    except TruForError as caught:  # recorded as this file's row, never raised
-        rgb, error = None, caught
-        if encoded is not None:  # rows name the file, as they do when load_rgb reads it by path
-            message = str(caught).replace("<bytes>", str(item.path), 1)
-            error = type(caught)(_BYTES_IO.sub(repr(str(item.path)), message))
-    except Exception as caught:
+    except Exception as caught:  # recorded as this file's row, never raised
         rgb, error = None, caught
     return Decoded(item, rgb, error, time.perf_counter() - start)
 

@@ -188,6 +188,17 @@ def test_corrupt_bytes_are_named_as_bytes() -> None:
         load_rgb(b"\x89PNG\r\n\x1a\n broken")
 
 
+@pytest.mark.parametrize("data", [b"not an image at all", b"\x89PNG\r\n\x1a\n broken"])
+def test_named_bytes_fail_with_the_message_of_their_path(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageDecodeError) as by_path:
+        load_rgb(path)
+    with pytest.raises(ImageDecodeError) as by_bytes:
+        load_rgb(data, name=str(path))
+    assert str(by_bytes.value) == str(by_path.value)
+
+
 def _png_claiming(width: int, height: int) -> bytes:
     """A 1x1 PNG whose IHDR claims another size, with a valid CRC: a decompression bomb's header."""
     buffer = io.BytesIO()
