@@ -13,12 +13,30 @@ import argparse
 import json
 import resource
 import time
+from collections import Counter
 
 import numpy as np
 
 from .formats import PRECISIONS
 from .manifest import load_manifest
 from .session import session_options
+
+
+def kernel_seconds(profile_path: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Kernel time of an ONNX Runtime profile summed by the model scope that made each node (its
+    name's first component: dncnn, backbone, decode_head, ...; ``other`` for nodes the optimizer
+    made) and by operator type, largest first."""
+    with open(profile_path) as file:
+        events = json.load(file)
+    by_scope: Counter[str] = Counter()
+    by_op: Counter[str] = Counter()
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        parts = event["name"].split("/")
+        by_scope[parts[1] if event["name"].startswith("/") and len(parts) > 2 else "other"] += event["dur"]
+        by_op[event["args"].get("op_name", "?")] += event["dur"]
+    return tuple({key: round(us / 1e6, 3) for key, us in counts.most_common()} for counts in (by_scope, by_op))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", help="write an ONNX Runtime profile with this file prefix")
+    parser.add_argument("--unsigned-int8", action="store_true",
+                        help="int8: run the uint8-activation form the runtime's CPU backend loads "
+                        "(export.int8.unsigned_activations) instead of the file as exported")
     args = parser.parse_args(argv)
+    if args.unsigned_int8 and args.precision != "int8":
+        parser.error("--unsigned-int8 applies to --precision int8 only")
 
     import onnxruntime as ort
 
@@ -44,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     options = session_options(args.threads, profile_prefix=args.profile)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     start = time.perf_counter()
-    session = ort.InferenceSession(str(entry.path), options, providers=["CPUExecutionProvider"])
+    model = str(entry.path)
+    if args.unsigned_int8:
+        import onnx
+
+        from .int8 import unsigned_activations
+
+        model = unsigned_activations(onnx.load(model)).SerializeToString()
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - start
     image = np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
     walls, cpus = [], []
@@ -54,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         walls.append(time.perf_counter() - wall)
         cpus.append((time.process_time() - cpu) / args.threads)
     result = {
-        "graph": entry.path.name, "precision": args.precision, "input": [args.batch, height, width, 3],
+        "graph": entry.path.name, "precision": args.precision, "unsigned_int8": args.unsigned_int8, "input": [args.batch, height, width, 3],
         "threads": args.threads, "load_s": round(load_s, 2),
         "wall_s": [round(v, 2) for v in walls], "cpu_per_thread_s": [round(v, 2) for v in cpus],
         "wall_median_s": round(float(np.median(walls)), 2), "cpu_per_thread_median_s": round(float(np.median(cpus)), 2),
@@ -63,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.profile:
         result["profile"] = session.end_profiling()
+        result["kernel_s_by_scope"], result["kernel_s_by_op"] = kernel_seconds(result["profile"])
     print(json.dumps(result))
     return 0
 

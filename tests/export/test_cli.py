@@ -73,3 +73,23 @@ def test_bench_reports_latency_and_memory(artifacts_dir, capsys):
     assert bench_main([str(artifacts_dir("fp32")), "--precision", "fp32", "--size", "48x40", "--runs", "1", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["input"] == [1, 48, 40, 3] and result["peak_rss_gb"] > 0 and len(result["wall_s"]) == 1
+
+
+def test_bench_profile_sums_kernel_time_by_scope_and_runs_the_cpu_int8_form(artifacts_dir, tmp_path, capsys):
+    import json
+
+    from export.bench import main as bench_main
+
+    folder = artifacts_dir("int8")
+    capsys.readouterr()  # the export's own log, when this test made the artifacts
+    argv = [str(folder), "--precision", "int8", "--size", "48x40", "--runs", "1", "--threads", "1",
+            "--unsigned-int8", "--profile", str(tmp_path / "prof")]
+    assert bench_main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["unsigned_int8"] is True
+    by_scope, by_op = result["kernel_s_by_scope"], result["kernel_s_by_op"]
+    assert {"dncnn", "backbone"} <= set(by_scope)
+    assert "QLinearConv" in by_op, "the uint8 form runs fused int8 convolutions"
+    assert sum(by_scope.values()) == pytest.approx(sum(by_op.values()), abs=1e-2)
+    with pytest.raises(SystemExit):
+        bench_main([str(artifacts_dir("fp32")), "--precision", "fp32", "--unsigned-int8"])
