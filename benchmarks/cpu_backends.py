@@ -1,7 +1,7 @@
 """CPU backends side by side: latency and peak memory per image, one fresh process per run.
 
     python -m benchmarks.cpu_backends --artifacts A --preset trufor \
-        [--runs torch onnxruntime:fp32 onnxruntime:int8 onnxruntime:fp16] \
+        [--runs plain torch onnxruntime:fp32 onnxruntime:int8 onnxruntime:fp16] \
         [--sizes 256x384 768x1024 3000x4000] [--threads 2] [--repeats 3] [--markdown]
 
 Each (backend, size) runs in its own process, so its peak RSS (``ru_maxrss``) is the whole
@@ -12,6 +12,16 @@ tiled ones do not (their first of many tile batches carries the one-off cost). B
 wall time the rows give process CPU time divided by the threads, which stays close to the idle
 machine's latency when other processes share the cores. A failing run records its error in its
 row and the sweep goes on. Weights do not change the cost: random ones (``--preset``) will do.
+
+``plain`` is the baseline the exported graphs must beat, what a user gets without this project's
+export: ``torch.onnx.export`` of the reference model as built (the official explicit attention,
+BatchNorms unfolded, float NCHW input, dynamic height and width, the exporter's defaults), run by
+an ``InferenceSession`` with default options but the thread count; its timing includes the
+preprocessing (/256, NHWC to NCHW), and it has no tiling (whole images only). The reference's
+decoders are already in their composed form, which makes this baseline cheaper than an export of
+the official code (whose stride-4 concat-and-fuse costs ~0.2 TFLOP more at 768x1024): ratios
+against it are conservative. The parent process exports it once; the measuring process never
+imports torch, as a plain ONNX Runtime user's would not.
 """
 
 from __future__ import annotations
@@ -23,16 +33,57 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-DEFAULT_RUNS = ("torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
+DEFAULT_RUNS = ("plain", "torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
 DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
+PLAIN_GRAPH = "plain.onnx"
+
+
+def export_plain(preset: str, checkpoint: str | None, path: Path) -> None:
+    """The plain baseline's graph: the reference model's logits, exported with the exporter's defaults."""
+    import torch
+
+    from reference import build_trufor
+
+    class Logits(torch.nn.Module):  # the exporter takes a tuple of outputs, not a NamedTuple
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return tuple(self.model(x))
+
+    model = Logits(build_trufor(preset, checkpoint, fused_attention=False))
+    names = ["loc_logits", "conf_logits", "det_logit", "noiseprint"]
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (torch.rand(1, 3, 256, 384),), str(path), dynamo=False, opset_version=17,
+            input_names=["x"], output_names=names,
+            dynamic_axes={"x": spatial, **{n: {0: "batch"} if n == "det_logit" else spatial for n in names}},
+        )
+
+
+def _plain_predict(graph: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return lambda rgb: session.run(None, {"x": (rgb.transpose(2, 0, 1)[None] / np.float32(256)).astype(np.float32)})
 
 
 def measure(run: str, size: str, args: argparse.Namespace) -> dict:
+    height, width = (int(v) for v in size.lower().split("x"))
+    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if run == "plain":
+        return _timed(run, size, "whole", _plain_predict(Path(args.plain_graph), args.threads), rgb, args)
+
     from runtime.backends import BackendRequest, create_backend
     from runtime.predictor import Predictor
 
@@ -45,18 +96,19 @@ def measure(run: str, size: str, args: argparse.Namespace) -> dict:
         preset=args.preset if backend_name == "torch" else None,
         threads=args.threads,
     )
-    height, width = (int(v) for v in size.lower().split("x"))
-    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     with Predictor(create_backend(request)) as predictor:
-        mode = predictor.mode(height, width)
-        if mode == "whole":
-            predictor.predict_rgb(rgb)  # warm-up: allocations, kernel and algorithm selection
-        walls, cpus = [], []
-        for _ in range(args.repeats):
-            wall, cpu = time.perf_counter(), time.process_time()
-            predictor.predict_rgb(rgb)
-            walls.append(time.perf_counter() - wall)
-            cpus.append((time.process_time() - cpu) / args.threads)
+        return _timed(run, size, predictor.mode(height, width), predictor.predict_rgb, rgb, args)
+
+
+def _timed(run: str, size: str, mode: str, predict, rgb: np.ndarray, args: argparse.Namespace) -> dict:
+    if mode == "whole":
+        predict(rgb)  # warm-up: allocations, kernel and algorithm selection
+    walls, cpus = [], []
+    for _ in range(args.repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        predict(rgb)
+        walls.append(time.perf_counter() - wall)
+        cpus.append((time.process_time() - cpu) / args.threads)
     return {
         "run": run,
         "size": size,
@@ -108,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--plain-graph", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure(*args.worker, args)))
@@ -116,15 +169,19 @@ def main(argv: list[str] | None = None) -> int:
                  "--threads", str(args.threads), "--repeats", str(args.repeats)]
     forwarded += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     rows = []
-    for size in args.sizes:
-        for run in args.runs:
-            done = subprocess.run([*forwarded, "--worker", run, size], capture_output=True, text=True)
-            if done.returncode == 0:
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-            else:
-                row = {"run": run, "size": size, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="trufor-plain-") as tmp:
+        if "plain" in args.runs:
+            export_plain(args.preset, args.checkpoint, Path(tmp) / PLAIN_GRAPH)
+            forwarded += ["--plain-graph", str(Path(tmp) / PLAIN_GRAPH)]
+        for size in args.sizes:
+            for run in args.runs:
+                done = subprocess.run([*forwarded, "--worker", run, size], capture_output=True, text=True)
+                if done.returncode == 0:
+                    row = json.loads(done.stdout.strip().splitlines()[-1])
+                else:
+                    row = {"run": run, "size": size, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     if args.markdown:

@@ -38,6 +38,7 @@ class Predictor:
         self.overlap = tiling.overlap_for(backend.tile_size)
         self.exif_transpose = exif_transpose
         self.max_pixels = max_pixels
+        self._whole_ran = False  # since the last tiled image: its buffers are still held
         backend.activate()
 
     def close(self) -> None:
@@ -89,6 +90,7 @@ class Predictor:
         return min(self.tiling.batch_size, budget)
 
     def _predict_whole(self, batch: np.ndarray) -> list[TruForResult]:
+        self._whole_ran = True
         out = self.backend.whole.infer({"image": np.ascontiguousarray(batch)})
         return [
             TruForResult(map=out["map"][i], conf=out["conf"][i], score=float(out["score"][i]))
@@ -112,6 +114,9 @@ class Predictor:
         return logits
 
     def _predict_tiled(self, rgb: np.ndarray) -> TruForResult:
+        if self._whole_ran:  # the tile and score graphs' buffers must not add up with the whole graph's
+            self.backend.whole.release_memory()
+            self._whole_ran = False
         loc_logits, conf_logits = stitch_tiles(
             rgb,
             self._submit_tiles,

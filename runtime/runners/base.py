@@ -89,6 +89,9 @@ class BaseRunner:
     def deactivate_impl(self) -> None:
         pass
 
+    def release_memory_impl(self) -> None:
+        pass
+
     # Public API: checks here, work in the hooks.
     def activate(self) -> None:
         if not self.is_active:
@@ -110,6 +113,15 @@ class BaseRunner:
         missing = [name for name in self.io.outputs if name not in outputs]
         assert not missing, f"{type(self).__name__} ({self.graph}) did not return {missing}"
         return outputs
+
+    def release_memory(self) -> None:
+        """Give back the working memory kept from earlier calls (sized for the largest input so far).
+
+        For when this graph will not run for a while: a Predictor calls it on ``whole`` before a
+        tiled image, so the two graphs' buffers never add up. The next call allocates afresh.
+        """
+        if self.is_active:
+            self.release_memory_impl()
 
     def deactivate(self) -> None:
         if self.is_active:

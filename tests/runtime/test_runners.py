@@ -174,3 +174,16 @@ def test_auto_prefers_onnxruntime_only_for_the_same_model(ort_artifacts, tmp_pat
         choose_backend(BackendRequest(artifacts=out, precision="int8", checkpoint=same, preset="tiny"))
     with pytest.raises(BackendUnavailableError, match=r"torch: the torch backend runs fp16 on a CUDA device only"):
         choose_backend(BackendRequest(artifacts=out, precision="fp16", checkpoint=same, preset="tiny"))
+
+
+@needs_export
+def test_onnxruntime_release_memory_keeps_the_results(backend_pair):
+    """The release run (arena shrinkage on a minimal input) leaves the session as it was."""
+    ort_backend, _ = backend_pair
+    rgb = noise_image(75, 100, seed=3)
+    predictor = Predictor(ort_backend)
+    before = predictor.predict(rgb)
+    ort_backend.whole.release_memory()
+    after = predictor.predict(rgb)
+    np.testing.assert_array_equal(after.map, before.map)
+    assert after.score == before.score

@@ -194,3 +194,18 @@ def test_predictor_uses_submit_batch_when_the_tile_runner_has_it(torch_backend):
     got = Predictor(torch_backend, tiling).predict(rgb)
     assert submitting.waits == -(-len(TileGrid.for_image(150, 230, TILE, TILE // 4)) // 4)
     _compare(got, expected, atol=0)
+
+
+def test_whole_graph_memory_is_released_once_before_a_tiled_image(torch_backend, monkeypatch):
+    """The whole graph keeps its buffers between whole images (no re-allocation per image) and
+    gives them back when a tiled image comes, so the two graphs' memory never adds up."""
+    releases = []
+    monkeypatch.setattr(torch_backend.whole, "release_memory", lambda: releases.append(len(calls)))
+    calls = []
+    infer = torch_backend.whole.infer
+    monkeypatch.setattr(torch_backend.whole, "infer", lambda feed: calls.append(feed) or infer(feed))
+    predictor = Predictor(torch_backend, TilingConfig(threshold_pixels=100 * 100))
+    small, large = noise_image(60, 80), noise_image(150, 230)
+    for rgb in (small, small, large, large, small, large):
+        predictor.predict(rgb)
+    assert len(calls) == 3 and releases == [2, 3]  # after the 2nd whole run, and after the 3rd
