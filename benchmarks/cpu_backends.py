@@ -44,11 +44,9 @@ DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
 PLAIN_GRAPH = "plain.onnx"
 
 
-def export_plain(preset: str, checkpoint: str | None, path: Path) -> None:
-    """The plain baseline's graph: the reference model's logits, exported with the exporter's defaults."""
+def export_plain(model, path: Path) -> None:
+    """The plain baseline's graph: ``model``'s logits, exported with the exporter's defaults."""
     import torch
-
-    from reference import build_trufor
 
     class Logits(torch.nn.Module):  # the exporter takes a tuple of outputs, not a NamedTuple
         def __init__(self, model):
@@ -58,12 +56,11 @@ def export_plain(preset: str, checkpoint: str | None, path: Path) -> None:
         def forward(self, x):
             return tuple(self.model(x))
 
-    model = Logits(build_trufor(preset, checkpoint, fused_attention=False))
     names = ["loc_logits", "conf_logits", "det_logit", "noiseprint"]
     spatial = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad():
         torch.onnx.export(
-            model, (torch.rand(1, 3, 256, 384),), str(path), dynamo=False, opset_version=17,
+            Logits(model.eval()), (torch.rand(1, 3, 256, 384),), str(path), dynamo=False, opset_version=17,
             input_names=["x"], output_names=names,
             dynamic_axes={"x": spatial, **{n: {0: "batch"} if n == "det_logit" else spatial for n in names}},
         )
@@ -171,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="trufor-plain-") as tmp:
         if "plain" in args.runs:
-            export_plain(args.preset, args.checkpoint, Path(tmp) / PLAIN_GRAPH)
+            from reference import build_trufor
+
+            export_plain(build_trufor(args.preset, args.checkpoint, fused_attention=False), Path(tmp) / PLAIN_GRAPH)
             forwarded += ["--plain-graph", str(Path(tmp) / PLAIN_GRAPH)]
         for size in args.sizes:
             for run in args.runs:

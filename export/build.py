@@ -1,7 +1,7 @@
 """``python -m export.build``: the reference model to ONNX graphs (whole, tile, score) plus a manifest.
 
     python -m export.build --precision fp32|fp16|int8 [--checkpoint FILE] [--preset NAME] [--out DIR]
-                           [--tile N] [--calib DIR] [--onnx-only] [--conf-bn-variant docker|train]
+                           [--tile N] [--calib DIR] [--int8-layers SCOPE ...] [--onnx-only] [--conf-bn-variant docker|train]
                            [--triton REPO [--triton-device auto|cpu|gpu] [--triton-instances N] ...]
 
 ``--preset`` picks the architecture (default ``trufor``) and ``--checkpoint`` its weights; a preset
@@ -26,6 +26,7 @@ from reference.config import CONF_BN_EPS, PRESETS
 from reference.errors import BackendUnavailableError, TruForError
 
 from .formats import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+from .int8 import DEFAULT_SCOPES, SCOPES
 from .manifest import load_manifest
 from .triton import TritonOptions, add_options, model_config_pb2, next_commands, options_from, write_repository
 
@@ -41,6 +42,7 @@ class BuildConfig:
     tile: int = DEFAULT_TILE
     calib: Path | None = None
     calib_count: int = 16
+    int8_layers: tuple[str, ...] = DEFAULT_SCOPES
     onnx_only: bool = False
     conf_bn_variant: str = "docker"
     triton: Path | None = None  # Triton model repository to write (export.triton)
@@ -61,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib", type=Path, help="int8: folder of calibration images (default: synthetic images; "
                         "real images from the scanned domain give better ranges)")
     parser.add_argument("--calib-count", type=int, default=16, help="int8: number of calibration tiles (default 16)")
+    parser.add_argument("--int8-layers", nargs="+", choices=sorted(SCOPES), metavar="SCOPE",
+                        help=f"int8: the layers to quantize, by scope (default {' '.join(DEFAULT_SCOPES)}): "
+                        + "; ".join(f"{name}: {text}" for name, text in SCOPES.items()))
     parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX artifacts (exit 0 without TensorRT)")
     parser.add_argument("--conf-bn-variant", default="docker", choices=sorted(CONF_BN_EPS),
                         help="confidence-decoder BN eps: docker = test_docker outputs (default), train = TruFor_train_test")
@@ -82,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
         parser.error(f"--calib is only used by int8, not {args.precision}")
     if args.calib_count < 1:
         parser.error("--calib-count must be at least 1")
+    if args.int8_layers is not None and not PRECISIONS[args.precision].calibrated:
+        parser.error(f"--int8-layers is only used by int8, not {args.precision}")
+    args.int8_layers = tuple(dict.fromkeys(args.int8_layers or DEFAULT_SCOPES))
     values = vars(args)
     try:
         triton_options = options_from(values)

@@ -33,19 +33,41 @@ from reference.errors import ExportError
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
-# Which layers run in int8, by scope; measured on the perturbed tiny model with matched calibration
+# Which layers run in int8, by scope. Measured on the perturbed tiny model with matched calibration
 # (99th percentile |map - reference|, 15 images): DnCNN interior convs alone 1.8e-3; adding the
 # encoder's Linear layers 4.6e-2; adding the encoder convs too 1.0e-1; adding the decoder 1x1
 # convs instead 8.0e-2. The interior Noiseprint++ convs are ~60% of the full model's FLOPs at
-# any size and cost almost nothing in accuracy, so they are the default.
+# any size and cost almost nothing in accuracy, so they are the default. Each encoder Linear group
+# on top of them, full model (``python -m benchmarks.int8_layers``, BENCHMARKS.md): every group
+# multiplies the map error by 3 to 10, and all of them together save only ~10% of the CPU time.
+LINEAR_GROUPS = {
+    "encoder_q": ("q",),
+    "encoder_kv": ("kv",),
+    "encoder_proj": ("proj",),
+    "encoder_fc1": ("fc1",),
+    "encoder_fc2": ("fc2",),
+    "fusion_linear": ("channel_proj1", "channel_proj2", "kv1", "kv2", "end_proj1", "end_proj2"),
+}
 SCOPES = {
     "dncnn": "Noiseprint++ convs except the first (reads the image: symmetric int8 leaves 7 bits for "
              "[0, 1), below the pixels' 8, and the camera noise lives in the low bits) and the last "
              "(writes the unnormalized residual the second stream reads)",
-    "encoder_linear": "MatMul/Gemm with constant weights in the encoder (every Linear layer)",
+    "encoder_q": "attention query projections (read a LayerNorm)",
+    "encoder_kv": "attention key/value projections (read the spatially reduced, normalized map)",
+    "encoder_proj": "attention output projections (read the attention output)",
+    "encoder_fc1": "Mix-FFN input layers (read a LayerNorm)",
+    "encoder_fc2": "Mix-FFN output layers (read the GELU output)",
+    "fusion_linear": "the FFM fusion Linear layers (channel projections, context kv, end projections)",
+    "encoder_linear": "every Linear layer of the encoder: all the encoder_* Linear groups and fusion_linear",
     "encoder_conv": "encoder convs (patch embeds, SR convs, depthwise convs, FRM/FFM 1x1 convs)",
 }
 DEFAULT_SCOPES = ("dncnn",)
+
+
+def _linear_scope(node: onnx.NodeProto) -> str | None:
+    """The LINEAR_GROUPS scope of an encoder Linear layer's MatMul/Gemm (named .../<layer>/MatMul)."""
+    layer = node.name.split("/")[-2]
+    return next((scope for scope, layers in LINEAR_GROUPS.items() if layer in layers), None)
 
 
 def nodes_to_quantize(model: onnx.ModelProto, scopes: tuple[str, ...] = DEFAULT_SCOPES) -> list[str]:
@@ -64,8 +86,12 @@ def nodes_to_quantize(model: onnx.ModelProto, scopes: tuple[str, ...] = DEFAULT_
     for node in model.graph.node:
         if not node.name.startswith("/backbone/") or "channel_weights" in node.name:
             continue
-        if node.op_type in ("MatMul", "Gemm") and node.input[1] in inits and "encoder_linear" in scopes:
-            chosen.add(node.name)
+        if node.op_type in ("MatMul", "Gemm") and node.input[1] in inits:
+            scope = _linear_scope(node)
+            if scope is None:
+                raise ExportError(f"{node.name}: an encoder Linear layer in no int8 scope; add it to LINEAR_GROUPS")
+            if "encoder_linear" in scopes or scope in scopes:
+                chosen.add(node.name)
         elif node.op_type == "Conv" and "encoder_conv" in scopes:
             chosen.add(node.name)
     return [n.name for n in model.graph.node if n.name in chosen]

@@ -104,6 +104,7 @@ def to_int8(graphs: dict[str, onnx.ModelProto], config, step: Callable) -> dict[
             {"tile": graphs["tile"], "whole": graphs["whole"]},
             calibration.TileReader(tiles, count),
             workdir=config.out,
+            scopes=config.int8_layers,
         )
     specs = graph_specs(config.tile)
     for kind, model in quantized.items():
@@ -172,6 +173,7 @@ def export_artifacts(config, step: Callable, model=None) -> Path:
         "checkpoint": checkpoint,
         "opset": OPSET,
         "tile_size": config.tile,
+        **({"int8_layers": list(config.int8_layers)} if config.precision == "int8" else {}),
         "preprocessing": PREPROCESSING,
         "graphs": entries,
         "versions": versions(),

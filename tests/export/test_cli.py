@@ -34,6 +34,18 @@ def test_bad_tile_and_misplaced_calib_are_refused():
     assert result.returncode == 2 and "multiple of 32" in result.stderr
     result = _run("--precision", "fp32", "--calib", "somewhere")
     assert result.returncode == 2 and "only used by int8" in result.stderr
+    result = _run("--precision", "fp16", "--int8-layers", "dncnn")
+    assert result.returncode == 2 and "--int8-layers is only used by int8" in result.stderr
+    result = _run("--precision", "int8", "--int8-layers", "decoder")
+    assert result.returncode == 2 and "invalid choice: 'decoder'" in result.stderr
+
+
+def test_int8_layers_default_and_order():
+    from export.build import parse_args
+
+    assert parse_args(["--precision", "int8"]).int8_layers == ("dncnn",)
+    chosen = parse_args(["--precision", "int8", "--int8-layers", "encoder_fc1", "dncnn", "encoder_fc1"])
+    assert chosen.int8_layers == ("encoder_fc1", "dncnn")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed: engines would be built")

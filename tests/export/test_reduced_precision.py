@@ -10,16 +10,17 @@ pixels near a decision edge may move more), scores with the maximum; bounds are 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from export_helpers import TILE, random_image, reference_outputs
+from export_helpers import TILE, export_tiny, random_image, reference_outputs
 from onnx import TensorProto, numpy_helper
 
 from export.fp16 import FP32_OPS
-from export.int8 import unsigned_activations
+from export.int8 import LINEAR_GROUPS, nodes_to_quantize, unsigned_activations
 from export.manifest import load_manifest
 from export.session import cpu_session
 from runtime.runners.ort_runner import OrtBackend
@@ -117,6 +118,34 @@ def test_int8_graph_is_symmetric_per_channel_qdq(artifacts_dir):
     for node in (dncnn[0], dncnn[-1]):
         assert node not in quantized, f"{node.name} should not be quantized"
     assert {n.name for n in quantized} == {n.name for n in dncnn[1:-1]}, "default int8 scope: interior DnCNN convs"
+
+
+def test_int8_scopes_split_the_encoder_linear_layers(artifacts_dir):
+    """Every encoder Linear layer is in exactly one group; the groups together are encoder_linear."""
+    model = onnx.load(str(load_manifest(artifacts_dir("fp32"), "fp32").graph("whole").path))
+    groups = {scope: set(nodes_to_quantize(model, (scope,))) for scope in LINEAR_GROUPS}
+    assert all(groups.values()), {scope: len(nodes) for scope, nodes in groups.items()}
+    assert sum(map(len, groups.values())) == len(set().union(*groups.values()))
+    assert set().union(*groups.values()) == set(nodes_to_quantize(model, ("encoder_linear",)))
+    assert all("/mlp/fc1/" in node for node in groups["encoder_fc1"])
+    both = nodes_to_quantize(model, ("dncnn", "encoder_q"))
+    assert set(both) == set(nodes_to_quantize(model, ("dncnn",))) | groups["encoder_q"]
+    with pytest.raises(ValueError, match="unknown int8 scopes"):
+        nodes_to_quantize(model, ("decoder",))
+
+
+def test_int8_layers_choose_what_is_quantized(artifacts_dir, tmp_path):
+    path = export_tiny(tmp_path, "int8", int8_layers=("dncnn", "encoder_fc1"))
+    manifest = load_manifest(tmp_path, "int8")
+    assert json.loads(path.read_text())["int8_layers"] == ["dncnn", "encoder_fc1"]
+    model = onnx.load(str(manifest.graph("whole").path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    quantized = {
+        n.name for n in model.graph.node
+        if n.op_type in ("Conv", "MatMul") and (p := producers.get(n.input[1])) is not None and p.op_type == "DequantizeLinear"
+    }
+    fp32 = onnx.load(str(load_manifest(artifacts_dir("fp32"), "fp32").graph("whole").path))
+    assert quantized == set(nodes_to_quantize(fp32, ("dncnn", "encoder_fc1")))
 
 
 def test_cpu_uint8_rewrite_keeps_the_int8_numbers(artifacts_dir):

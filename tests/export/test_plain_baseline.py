@@ -1,0 +1,23 @@
+"""The plain-export baseline of ``benchmarks.cpu_backends`` computes the same model as the exported graphs."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from export_helpers import export_copy, random_image, reference_outputs
+
+from benchmarks.cpu_backends import _plain_predict, export_plain, measure
+
+
+def test_plain_baseline_runs_the_reference_model(tmp_path, reference_model):
+    graph = tmp_path / "plain.onnx"
+    export_plain(export_copy(reference_model), graph)
+    rgb = random_image((1, 45, 70, 3), seed=3)
+    loc_logits, conf_logits, det_logit, _ = _plain_predict(graph, threads=1)(rgb[0])
+    ref = reference_outputs(reference_model, rgb)
+    np.testing.assert_allclose(loc_logits, ref["loc_logits"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(conf_logits, ref["conf_logits"], rtol=0, atol=1e-4)
+    assert det_logit.shape == (1, 1)
+    row = measure("plain", "40x56", argparse.Namespace(plain_graph=str(graph), threads=1, repeats=1))
+    assert row["run"] == "plain" and row["mode"] == "whole" and row["median_s"] > 0
