@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-LINEAR = ("encoder_q", "encoder_kv", "encoder_proj", "encoder_fc1", "encoder_fc2", "fusion_linear", "encoder_linear")
+GROUPS = ("encoder_kv", "encoder_proj", "encoder_fc2", "fusion_linear", "encoder_linear", "dncnn")
 
 
 def _images(folder: str | None, count: int) -> list[np.ndarray]:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="trufor")
     parser.add_argument("--images", help="folder of images, cropped to 384x384 (default: synthetic images)")
     parser.add_argument("--count", type=int, default=4, help="images to compare on (default 4)")
-    parser.add_argument("--groups", nargs="+", default=list(LINEAR), help="scopes to add to the default one, one at a time")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), help="scopes to add to the default one, one at a time")
     parser.add_argument("--size", help="also time each whole graph on one HxW image")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", action="store_true")

@@ -1,12 +1,16 @@
 """FP16 graphs with FP32 islands, written as explicit Casts (how TensorRT strongly typed networks take precision).
 
 Kept in float32:
+- the whole Noiseprint++ DnCNN: with the released weights it amplifies rounding ~2000x (float32
+  against float64: 1.3e-4 relative RMS error on the residual), so float16 storage (float32
+  accumulation) makes a residual 42-64% off and only 0.83-0.91 correlated with the float32 one
+  (``python -m benchmarks.noiseprint_precision``);
 - by op type: LayerNormalization, Softmax/LogSoftmax (attention and the FFM context), every
   reduction (the FRM global avg/max pooling, the score's logsumexp/softmax over H*W pixels), Exp/Log;
 - by node: the final full-resolution Resizes and everything after them (output softmax/sigmoid,
   detection pooling and MLP), and the integer shape arithmetic (image sizes above 2048 are not
   exact in float16, so a size computed in it would be off by one).
-Everything else (convolutions, matmuls, GELU, the decoders' stride-4 resizes) runs in float16.
+Everything else (the encoders' convolutions and matmuls, GELU, the decoders) runs in float16.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def shape_nodes(graph: onnx.GraphProto) -> set[str]:
     return result
 
 
+def noiseprint_nodes(graph: onnx.GraphProto) -> set[str]:
+    """The Noiseprint++ DnCNN's nodes (scope ``dncnn``, as the exporter names them)."""
+    return {node.name for node in graph.node if "/dncnn/" in node.name}
+
+
 def output_nodes(graph: onnx.GraphProto) -> set[str]:
     """The last Resize on every path to an output, and all nodes after it."""
     producers = _producers(graph)
@@ -84,7 +93,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     for i, node in enumerate(model.graph.node):  # the block list works by node name
         if not node.name:
             node.name = f"node_{i}_{node.op_type}"
-    blocked = shape_nodes(model.graph) | output_nodes(model.graph)
+    blocked = shape_nodes(model.graph) | output_nodes(model.graph) | noiseprint_nodes(model.graph)
     blocked |= {n.name for n in model.graph.node if n.op_type in FP32_OPS}
     _unshare_initializers(model, blocked)
     try:
@@ -187,16 +196,20 @@ def _fp16_weight_count(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def check_fp16(model: onnx.ModelProto) -> None:
-    """Conv/MatMul/Gemm weights are float16, and every FP32_OPS node still computes in float32."""
+    """Conv/MatMul/Gemm weights are float16, and every FP32_OPS and Noiseprint++ node still computes in float32."""
     half, full = _fp16_weight_count(model)
     if half == 0:
         raise ExportError("the fp16 graph has no float16 Conv/MatMul/Gemm weights: the conversion did nothing")
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     types.update({v.name: v.type.tensor_type.elem_type for v in inferred.graph.input})
+    noiseprint = noiseprint_nodes(model.graph)
+    if not any(node.op_type == "Conv" for node in model.graph.node if node.name in noiseprint):
+        raise ExportError("no Noiseprint++ (/dncnn/) Conv in the graph: cannot keep it in float32")
     wrong = [
         node.name for node in model.graph.node
-        if node.op_type in FP32_OPS and types.get(node.input[0]) == TensorProto.FLOAT16
+        if (node.op_type in FP32_OPS or (node.name in noiseprint and node.op_type != "Cast"))
+        and types.get(node.input[0]) == TensorProto.FLOAT16
     ]
     if wrong:
         raise ExportError(f"{len(wrong)} nodes meant to stay float32 compute in float16, e.g. {wrong[0]}")

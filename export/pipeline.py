@@ -19,7 +19,7 @@ from reference.optimize import fold_batchnorm_
 from . import calibration
 from .fp16 import check_fp16, convert_to_fp16, fp16_summary
 from .formats import FORMAT_VERSION, OPSET, graph_specs
-from .int8 import check_symmetric, qdq_summary, quantize_graphs
+from .int8 import UNFAITHFUL_SCOPES, check_symmetric, qdq_summary, quantize_graphs
 from .manifest import manifest_path, sha256_file, utc_now, write_manifest
 from .onnx_export import apply_io_shapes, check_structure, export_graph, save_model, set_metadata, simplify
 from .wrappers import ScoreModel, TileModel, WholeImageModel
@@ -99,6 +99,10 @@ def to_int8(graphs: dict[str, onnx.ModelProto], config, step: Callable) -> dict[
         tiles = calibration.synthetic_tiles(config.tile, count)
     else:
         tiles = calibration.folder_tiles(config.calib, config.tile, count)
+    unfaithful = [scope for scope in config.int8_layers if scope in UNFAITHFUL_SCOPES]
+    if unfaithful:
+        print(f"  WARNING: int8 layers {unfaithful} are not faithful with the released weights "
+              "(export/int8.py); these graphs are for measurements, not for forensic use")
     with step("int8: calibrate on the tile graph, quantize tile and whole graphs"):
         quantized = quantize_graphs(
             {"tile": graphs["tile"], "whole": graphs["whole"]},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 NOISEPRINT_BN_EPS = 1e-5
 
@@ -24,3 +25,10 @@ class Noiseprint(nn.Sequential):
             ]
         layers.append(nn.Conv2d(width, out_chans, 3, padding=1))
         super().__init__(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Always in float32, under autocast too: the residual is small next to the activations, and
+        the released weights amplify rounding ~2000x (float16 storage gives a residual 42-68% off;
+        ``python -m benchmarks.noiseprint_precision``)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())

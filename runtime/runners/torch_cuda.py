@@ -3,7 +3,10 @@
 ``precision="fp16"`` runs the encoder and both decoders under ``torch.autocast("cuda", float16)``
 (autocast keeps LayerNorm, softmax and reductions in float32) and then, as the fp16 ONNX export
 does, the final full-resolution resizes, the detection pooling and its MLP in float32: the score
-pools up to ~12 M values, beyond what float16 sums keep. Inputs go through pinned memory with a
+pools up to ~12 M values, beyond what float16 sums keep. Noiseprint++ always runs in float32 (the
+reference model leaves autocast for it), and cuDNN's TF32 convolutions are switched off for the
+process: TF32 rounds a convolution's inputs as float16 does, which Noiseprint++ amplifies into a
+residual 42-68% off (``python -m benchmarks.noiseprint_precision``). Inputs go through pinned memory with a
 non-blocking copy. fp16 is refused on a CPU device rather than silently run in float32.
 """
 
@@ -36,6 +39,7 @@ class TorchCudaBackend(TorchBackend):
             raise BackendUnavailableError(f"torch {torch.__version__} sees no CUDA device (CPU-only build or no GPU)")
         super().__init__(model, device, tile_size)
         self.precision = precision
+        torch.backends.cudnn.allow_tf32 = False  # on by default in torch; matmuls' TF32 is off by default
 
     def describe(self) -> str:
         autocast = ", float16 autocast" if self.precision == "fp16" else ""

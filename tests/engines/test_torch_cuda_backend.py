@@ -40,3 +40,15 @@ def test_fp16_autocast_matches_fp32_on_the_gpu():
         diff = np.abs(outputs["fp16"][name] - outputs["fp32"][name])
         assert np.percentile(diff, 99) <= 2e-2, name
     assert abs(outputs["fp16"]["score"] - outputs["fp32"]["score"]).max() <= 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_noiseprint_runs_in_float32_without_tf32_on_the_gpu():
+    """TF32 and float16 both round Noiseprint++'s conv inputs, which its weights amplify ~2000x."""
+    backend = TorchCudaBackend(tiny(), "cuda", 64, "fp16")
+    assert torch.backends.cudnn.allow_tf32 is False
+    x = torch.rand(1, 3, 64, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        residual = backend.model.dncnn(x)
+    assert residual.dtype == torch.float32

@@ -43,7 +43,7 @@ def test_bad_tile_and_misplaced_calib_are_refused():
 def test_int8_layers_default_and_order():
     from export.build import parse_args
 
-    assert parse_args(["--precision", "int8"]).int8_layers == ("dncnn",)
+    assert parse_args(["--precision", "int8"]).int8_layers == ("encoder_q", "encoder_fc1")
     chosen = parse_args(["--precision", "int8", "--int8-layers", "encoder_fc1", "dncnn", "encoder_fc1"])
     assert chosen.int8_layers == ("encoder_fc1", "dncnn")
 
@@ -101,7 +101,7 @@ def test_bench_profile_sums_kernel_time_by_scope_and_runs_the_cpu_int8_form(arti
     assert result["unsigned_int8"] is True
     by_scope, by_op = result["kernel_s_by_scope"], result["kernel_s_by_op"]
     assert {"dncnn", "backbone"} <= set(by_scope)
-    assert "QLinearConv" in by_op, "the uint8 form runs fused int8 convolutions"
+    assert "QLinearMatMul" in by_op, "the uint8 form runs fused int8 matmuls"
     assert sum(by_scope.values()) == pytest.approx(sum(by_op.values()), abs=1e-2)
     with pytest.raises(SystemExit):
         bench_main([str(artifacts_dir("fp32")), "--precision", "fp32", "--unsigned-int8"])

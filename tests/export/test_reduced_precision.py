@@ -1,10 +1,11 @@
 """FP16 and INT8 graphs: their structure (casts, Q/DQ) and their numbers against the PyTorch reference.
 
 Tolerances come from measurements on the perturbed tiny model, 15 images of 5 sizes, default
-(synthetic) calibration: the 99th percentile of |map - reference| was 3.6e-3 (fp16) and 2.4e-3
-(int8), of |conf - reference| 2.5e-3 and 2.1e-3, the max |score - reference| 1.5e-3 and 3.5e-4,
-and the tile logits' 99th percentile ~1.1e-2 for both. Maps are compared with a quantile (a few
-pixels near a decision edge may move more), scores with the maximum; bounds are ~3x the measured.
+(synthetic) calibration, Noiseprint++ in float32 in both: the 99th percentile of |map - reference|
+was 4.6e-3 (fp16) and 1.2e-2 (int8: encoder query and Mix-FFN input layers), of |conf - reference|
+3.8e-3 and 1.0e-2, the max |score - reference| 1.2e-3 and 2.8e-3, and the tile logits' 99th
+percentile ~1.1e-2. Maps are compared with a quantile (a few pixels near a decision edge may move
+more), scores with the maximum; bounds are ~3x the measured.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from export_helpers import TILE, export_tiny, random_image, reference_outputs
 from onnx import TensorProto, numpy_helper
 
 from export.fp16 import FP32_OPS
-from export.int8 import LINEAR_GROUPS, nodes_to_quantize, unsigned_activations
+from export.int8 import DEFAULT_SCOPES, LINEAR_GROUPS, nodes_to_quantize, unsigned_activations
 from export.manifest import load_manifest
 from export.session import cpu_session
 from runtime.runners.ort_runner import OrtBackend
@@ -30,7 +31,7 @@ HAS_CONVERTER = importlib.util.find_spec("onnxconverter_common") is not None
 needs_converter = pytest.mark.skipif(not HAS_CONVERTER, reason="fp16 export needs onnxconverter-common (pip install onnxconverter-common)")
 PRECISIONS = [pytest.param("fp16", marks=needs_converter), "int8"]
 # (99th percentile of |map|, |conf| difference, max |score| difference)
-TOLERANCES = {"fp16": (1e-2, 1e-2, 5e-3), "int8": (1e-2, 1e-2, 2e-3)}
+TOLERANCES = {"fp16": (1e-2, 1e-2, 5e-3), "int8": (3.5e-2, 3e-2, 8e-3)}
 TILE_LOGITS_P99 = 4e-2
 
 
@@ -83,9 +84,14 @@ def test_fp16_graph_has_fp16_weights_and_fp32_islands(artifacts_dir):
     model = onnx.load(str(load_manifest(artifacts_dir("fp16"), "fp16").graph("whole").path))
     inits = {i.name: i.data_type for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits]
-    assert convs and sum(inits[n.input[1]] == TensorProto.FLOAT16 for n in convs) >= len(convs) - 2
+    noiseprint = [n for n in convs if "/dncnn/" in n.name]
+    encoder = [n for n in convs if "/dncnn/" not in n.name]
+    assert encoder and sum(inits[n.input[1]] == TensorProto.FLOAT16 for n in encoder) >= len(encoder) - 2
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    # Noiseprint++ amplifies rounding ~2000x (benchmarks.noiseprint_precision): all of it in float32
+    assert noiseprint and all(inits[n.input[1]] == TensorProto.FLOAT for n in noiseprint)
+    assert all(types.get(n.input[0]) == TensorProto.FLOAT for n in noiseprint)
     islands = [n for n in model.graph.node if n.op_type in FP32_OPS]
     assert any(n.op_type == "LayerNormalization" for n in islands)
     assert all(types.get(n.input[0]) == TensorProto.FLOAT for n in islands)
@@ -106,18 +112,19 @@ def test_int8_graph_is_symmetric_per_channel_qdq(artifacts_dir):
         if len(node.input) > 2 and node.input[2] in inits:
             assert not numpy_helper.to_array(inits[node.input[2]]).any(), f"{node.name}: zero point is not 0"
     producers = {o: n for n in model.graph.node for o in n.output}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    quantized = [n for n in convs if producers.get(n.input[1]) is not None and producers[n.input[1]].op_type == "DequantizeLinear"]
-    assert quantized
-    # per-channel weights: one scale per output channel
+    quantized = [
+        n for n in model.graph.node
+        if n.op_type in ("Conv", "MatMul") and (p := producers.get(n.input[1])) is not None and p.op_type == "DequantizeLinear"
+    ]
+    # per-channel weights: one scale per output channel (a MatMul weight is [in, out])
     weight_dq = producers[quantized[0].input[1]]
     scale = numpy_helper.to_array(inits[weight_dq.input[1]])
-    assert scale.ndim == 1 and scale.size == numpy_helper.to_array(inits[weight_dq.input[0]]).shape[0]
-    # the first and last Noiseprint++ convs stay in float
-    dncnn = [n for n in convs if "/dncnn/" in n.name]
-    for node in (dncnn[0], dncnn[-1]):
-        assert node not in quantized, f"{node.name} should not be quantized"
-    assert {n.name for n in quantized} == {n.name for n in dncnn[1:-1]}, "default int8 scope: interior DnCNN convs"
+    assert scale.ndim == 1 and scale.size == numpy_helper.to_array(inits[weight_dq.input[0]]).shape[-1]
+    fp32 = onnx.load(str(load_manifest(artifacts_dir("fp32"), "fp32").graph("whole").path))
+    assert {n.name for n in quantized} == set(nodes_to_quantize(fp32, DEFAULT_SCOPES)), "default int8 scopes"
+    # Noiseprint++ stays float32: int8 is not faithful with the released weights
+    assert not [n.name for n in quantized if "/dncnn/" in n.name]
+    assert {n.name.split("/")[-2] for n in quantized} == {"q", "fc1"}
 
 
 def test_int8_scopes_split_the_encoder_linear_layers(artifacts_dir):
@@ -163,7 +170,7 @@ def test_cpu_uint8_rewrite_keeps_the_int8_numbers(artifacts_dir):
     assert activation_zero_points
     assert all(inits[name].data_type == TensorProto.UINT8 for name in activation_zero_points)
     assert {int(numpy_helper.to_array(inits[name])) for name in activation_zero_points} <= {0, 128}
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")]
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) > 1]
     assert weights and all(inits[n.input[0]].data_type == TensorProto.INT8 for n in weights)
 
     signed = cpu_session(path, threads=1)

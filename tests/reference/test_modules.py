@@ -152,3 +152,17 @@ def test_score_pooling_traces_for_every_size():
     pool = torch.jit.trace(weighted_statistics_pooling, torch.randn(1, 1, 6, 7))
     values = torch.randn(1, 1, 11, 13)
     torch.testing.assert_close(pool(values), weighted_statistics_pooling(values))
+
+
+def test_noiseprint_stays_float32_under_autocast():
+    """Noiseprint++ amplifies rounding ~2000x: autocast (training with AMP, the CUDA fp16 backend) must not lower it."""
+    model = randomize_(build_trufor("tiny")).eval()
+    x = torch.rand(1, 3, 40, 56)
+    with torch.inference_mode():
+        expected = model.dncnn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            residual = model.dncnn(x)
+            features = model.backbone.block1[0].mlp.fc1(torch.rand(2, 16))
+    assert features.dtype == torch.bfloat16, "autocast is on for the rest of the model"
+    assert residual.dtype == torch.float32
+    torch.testing.assert_close(residual, expected, rtol=0, atol=0)
