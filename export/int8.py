@@ -213,10 +213,12 @@ def unsigned_activations(model: onnx.ModelProto) -> onnx.ModelProto:
     the bottom of its range. So each activation keeps its scale and gets zero point 0 when it is
     non-negative (a ReLU's output, or a tensor that only feeds ReLUs: negatives become 0 either
     way) and 128 otherwise. Below the calibrated maximum both forms give the same values; above
-    it a non-negative tensor saturates at 255 steps instead of 127. Measured, full model,
-    768x1024, 2 threads (``python -m export.bench A --precision int8 [--unsigned-int8]``): 4.61
-    CPU s per thread instead of 4.75, at the cost of ~0.4 GB more peak memory while the graph is
-    parsed and re-serialized; outputs within 5e-5 of the int8 graph's (tests). TensorRT needs the symmetric int8 form the export writes, so only the CPU runtime rewrites it.
+    it a non-negative tensor saturates at 255 steps instead of 127. Measured when the int8 graph
+    lowered the DnCNN convs (full model, 768x1024, 2 threads, ``python -m export.bench A --precision
+    int8 [--unsigned-int8]``): 4.61 CPU s per thread instead of 4.75, ~0.4 GB more peak memory while
+    the graph is parsed and re-serialized. The default layers' MatMuls run as QLinearMatMul in
+    either form; outputs stay within 5e-4 of the int8 graph's (tests). TensorRT needs the symmetric
+    int8 form the export writes, so only the CPU runtime rewrites it.
     """
     from onnx import numpy_helper
 

@@ -16,6 +16,15 @@ from .base import GRAPH_NAMES, Backend, BaseRunner, GraphIO, graph_io
 _ORT_TYPES = {"tensor(uint8)": np.dtype(np.uint8), "tensor(float)": np.dtype(np.float32)}
 # Tried in this order when present; TensorRT's provider is used only when asked for by name.
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# The CUDA provider runs float32 convolutions and matmuls in TF32 by default (Ampere and later),
+# which rounds their inputs as float16 does: Noiseprint++ amplifies that into a residual 42-68% off
+# (python -m benchmarks.noiseprint_precision), so float32 stays float32.
+PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
+
+
+def session_providers(providers: list[str]) -> list[str | tuple[str, dict[str, str]]]:
+    """``providers`` with the options this project needs (see ``PROVIDER_OPTIONS``)."""
+    return [(name, PROVIDER_OPTIONS[name]) if name in PROVIDER_OPTIONS else name for name in providers]
 
 
 def _onnxruntime():
@@ -67,7 +76,7 @@ class OrtRunner(BaseRunner):
             self.run_options = self.release_options
         model = self._unsigned_int8_model() if self.unsigned_int8 else os.fspath(self.path)
         try:
-            self.session = ort.InferenceSession(model, options, providers=self.providers)
+            self.session = ort.InferenceSession(model, options, providers=session_providers(self.providers))
         except Exception as error:  # ORT raises its own exception types for unreadable models
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {type(error).__name__}: {error}") from error
         self._check_signature()

@@ -187,3 +187,12 @@ def test_onnxruntime_release_memory_keeps_the_results(backend_pair):
     after = predictor.predict(rgb)
     np.testing.assert_array_equal(after.map, before.map)
     assert after.score == before.score
+
+
+def test_cuda_provider_keeps_float32_without_tf32():
+    from runtime.runners.ort_runner import session_providers
+
+    assert session_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        ("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider",
+    ]
+    assert session_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
