@@ -3,7 +3,7 @@
 Kept in float32:
 - the whole Noiseprint++ DnCNN: with the released weights it amplifies rounding ~2000x (float32
   against float64: 1.3e-4 relative RMS error on the residual), so float16 storage (float32
-  accumulation) makes a residual 42-64% off and only 0.83-0.91 correlated with the float32 one
+  accumulation) makes a residual up to 68% off and only 0.83 correlated with the float64 one
   (``python -m benchmarks.noiseprint_precision``);
 - by op type: LayerNormalization, Softmax/LogSoftmax (attention and the FFM context), every
   reduction (the FRM global avg/max pooling, the score's logsumexp/softmax over H*W pixels), Exp/Log;

@@ -17,7 +17,7 @@ _ORT_TYPES = {"tensor(uint8)": np.dtype(np.uint8), "tensor(float)": np.dtype(np.
 # Tried in this order when present; TensorRT's provider is used only when asked for by name.
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 # The CUDA provider runs float32 convolutions and matmuls in TF32 by default (Ampere and later),
-# which rounds their inputs as float16 does: Noiseprint++ amplifies that into a residual 42-68% off
+# which rounds their inputs as float16 does: Noiseprint++ amplifies that into a residual up to 68% off
 # (python -m benchmarks.noiseprint_precision), so float32 stays float32.
 PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 

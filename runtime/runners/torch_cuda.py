@@ -6,7 +6,7 @@ does, the final full-resolution resizes, the detection pooling and its MLP in fl
 pools up to ~12 M values, beyond what float16 sums keep. Noiseprint++ always runs in float32 (the
 reference model leaves autocast for it), and cuDNN's TF32 convolutions are switched off for the
 process: TF32 rounds a convolution's inputs as float16 does, which Noiseprint++ amplifies into a
-residual 42-68% off (``python -m benchmarks.noiseprint_precision``). Inputs go through pinned memory with a
+residual up to 68% off (``python -m benchmarks.noiseprint_precision``). Inputs go through pinned memory with a
 non-blocking copy. fp16 is refused on a CPU device rather than silently run in float32.
 """
 
