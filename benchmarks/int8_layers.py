@@ -1,7 +1,7 @@
 """INT8 layer groups: what each costs in accuracy and saves in time, to choose ``--int8-layers``.
 
     python -m benchmarks.int8_layers --checkpoint W [--preset trufor] [--images DIR] [--count 4]
-        [--groups encoder_q encoder_kv ...] [--size 768x1024] [--threads 2] [--markdown]
+        [--groups encoder_kv encoder_fc2 ...] [--size 768x1024] [--threads 2] [--markdown]
 
 Exports the fp32 graphs once, then for the default scope alone and for each group added to it
 calibrates and quantizes as ``python -m export.build --precision int8 --int8-layers ...`` does

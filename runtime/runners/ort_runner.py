@@ -65,9 +65,10 @@ class OrtRunner(BaseRunner):
         options = session_options(self.threads or cpu_count())
         # Keep the CPU arena (without it the full model at 1024x768 peaked at 4.1 GB instead of 1.5 GB
         # here). The whole graph keeps it between runs: shrinking it after every run made each image
-        # fault its buffers in again, 0.7 s of 5.2 s per 768x1024 image in int8 and 0.3 s of 7.8 in fp32
-        # (full model, 2 threads); ``release_memory`` gives it back before a tiled image instead, so
-        # the sessions' arenas do not add up (2 MP whole then a tiled image: 5.4 GB, released: 3.6 GB).
+        # fault its buffers in again (768x1024, full model, 2 threads: 5.09 s per image instead of
+        # 4.64 with an int8 DnCNN; fp32 within noise). ``release_memory`` gives it back before a tiled
+        # image instead, so the sessions' arenas do not add up (a 1440x1440 image then a tiled one:
+        # 3.04 GB peak, 3.06 GB when shrinking after every run; without either, earlier, 5.4 GB).
         # The score graph runs once per tiled image at its full size: it shrinks after every run.
         self.run_options = ort.RunOptions()
         self.release_options = ort.RunOptions()
