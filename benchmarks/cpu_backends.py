@@ -20,7 +20,7 @@ an ``InferenceSession`` with default options but the thread count; its timing in
 preprocessing (/256, NHWC to NCHW), and it has no tiling (sizes the runtime tiles are not run). The reference's
 decoders are already in their composed form, which makes this baseline cheaper than an export of
 the official code (whose stride-4 concat-and-fuse costs ~0.2 TFLOP more at 768x1024): ratios
-against it are conservative. The parent process exports it once; the measuring process never
+against it are conservative. A process of its own exports it once; the measuring process never
 imports torch, as a plain ONNX Runtime user's would not.
 """
 
@@ -160,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--plain-graph", help=argparse.SUPPRESS)
+    parser.add_argument("--export-plain", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.export_plain:
+        from reference import build_trufor
+
+        export_plain(build_trufor(args.preset, args.checkpoint, fused_attention=False), Path(args.export_plain))
+        return 0
     if args.worker:
         print(json.dumps(measure(*args.worker, args)))
         return 0
@@ -170,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="trufor-plain-") as tmp:
         if "plain" in args.runs:
-            from reference import build_trufor
-
-            export_plain(build_trufor(args.preset, args.checkpoint, fused_attention=False), Path(tmp) / PLAIN_GRAPH)
-            forwarded += ["--plain-graph", str(Path(tmp) / PLAIN_GRAPH)]
+            # in a process of its own: a child's ru_maxrss starts at its parent's RSS when forked
+            graph = str(Path(tmp) / PLAIN_GRAPH)
+            subprocess.run([*forwarded, "--export-plain", graph], check=True, capture_output=True)
+            forwarded += ["--plain-graph", graph]
         for size in args.sizes:
             for run in args.runs:
                 if run == "plain" and TilingConfig().needs_tiling(*(int(v) for v in size.lower().split("x"))):
