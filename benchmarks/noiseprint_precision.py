@@ -75,7 +75,8 @@ def int8_sessions(dncnn: Noiseprint, per_layer: bool) -> dict[str, object]:
     from export.session import session_options
 
     def session(model: onnx.ModelProto):
-        return ort.InferenceSession(unsigned_activations(model).SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+        cpu_form = unsigned_activations(model).SerializeToString()
+        return ort.InferenceSession(cpu_form, session_options(), providers=["CPUExecutionProvider"])
 
     with tempfile.TemporaryDirectory(prefix="trufor-np-int8-") as tmp:
         graph = Path(tmp) / "noiseprint.onnx"

@@ -181,8 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace-gb", type=float, help="builder workspace limit (default: TensorRT's)")
     parser.add_argument("--timing-cache", type=Path, help="timing cache file (default: ARTIFACTS/timing.cache)")
     parser.add_argument("--rebuild", action="store_true", help="replace engines that are refused (mismatched or corrupt)")
-    parser.add_argument("--tf32", action="store_true", help="let float32 layers use TF32 (faster; NOT faithful: Noiseprint++ amplifies TF32 rounding "
-                        "into a residual up to 68%% off, see benchmarks.noiseprint_precision)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="let float32 layers use TF32 (faster; NOT faithful: Noiseprint++ amplifies TF32 "
+                        "rounding into a residual up to 68%% off, see benchmarks.noiseprint_precision)")
     parser.add_argument("--version-compatible", action="store_true",
                         help="plans that later TensorRT of the same major and tensorrt_lean can run (can be slower)")
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=GRAPHS)

@@ -34,7 +34,7 @@ from reference.errors import ExportError
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 # Which layers run in int8, by scope. Not the Noiseprint++ DnCNN by default, although it carries
-# ~60% of the FLOPs: with the released weights it amplifies rounding ~2000x, and its int8 residual
+# ~60% of the FLOPs: with the released weights it amplifies rounding 2000 to 3000 times, and its int8 residual
 # (interior convs, per-tensor activations, per-channel weights) is 145% off and only 0.60
 # correlated with the float64 one on the example images (worst image; calibrating on them instead
 # of the synthetic tiles changes little); one interior conv alone is 7% to 115% off

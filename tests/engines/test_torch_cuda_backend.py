@@ -45,7 +45,7 @@ def test_fp16_autocast_matches_fp32_on_the_gpu():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_noiseprint_runs_in_float32_without_tf32_on_the_gpu():
-    """TF32 and float16 both round Noiseprint++'s conv inputs, which its weights amplify ~2000x."""
+    """TF32 and float16 both round Noiseprint++'s conv inputs, which its weights amplify 2000 to 3000 times."""
     backend = TorchCudaBackend(tiny(), "cuda", 64, "fp16")
     assert torch.backends.cudnn.allow_tf32 is False
     x = torch.rand(1, 3, 64, 64, device="cuda")
