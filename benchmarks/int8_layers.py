@@ -3,9 +3,9 @@
     python -m benchmarks.int8_layers --checkpoint W [--preset trufor] [--images DIR] [--count 4]
         [--groups encoder_kv encoder_fc2 ...] [--size 768x1024] [--threads 2] [--markdown]
 
-Exports the fp32 graphs once, then for the default scope alone and for each group added to it
-calibrates and quantizes as ``python -m export.build --precision int8 --int8-layers ...`` does
-(synthetic calibration tiles), runs the whole graph in the form the CPU runtime loads (uint8
+Exports the fp32 graphs and calibrates the tile graph once (synthetic tiles, as ``python -m
+export.build --precision int8`` does), then for the default scope alone and for each group added
+to it quantizes the whole graph from those ranges, runs the whole graph in the form the CPU runtime loads (uint8
 activations) on the images, and compares with the fp32 graph (itself within 1e-5 of the reference):
 99th percentile of |map| and |conf| differences, max |score| difference, agreement of the maps
 thresholded at 0.5. With ``--size`` it also times each graph on one image of that size (median of
@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from export import calibration
-    from export.int8 import DEFAULT_SCOPES, SCOPES, nodes_to_quantize, quantize_graphs, unsigned_activations
+    import onnx
+
+    from export.int8 import DEFAULT_SCOPES, SCOPES, calibrate, nodes_to_quantize, quantize_model, unsigned_activations
     from export.pipeline import EXPORT_OVERRIDES, fp32_graphs
     from export.session import session_options
     from reference.build import build_trufor
@@ -85,28 +88,32 @@ def main(argv: list[str] | None = None) -> int:
     reference = _outputs(fp32, images)
     rows = [{"layers": "fp32", "nodes": 0, **({"latency_s": _latency(fp32, args.size)} if args.size else {})}]
     del fp32
-    for extra in [(), *[(g,) for g in args.groups]]:
-        scopes = tuple(DEFAULT_SCOPES) + extra
-        tiles = calibration.TileReader(calibration.synthetic_tiles(512), calibration.DEFAULT_COUNT)
-        whole = quantize_graphs({"tile": graphs["tile"], "whole": graphs["whole"]}, tiles, scopes=scopes)["whole"]
-        int8 = session(unsigned_activations(whole))
-        diffs = [
-            (np.quantile(abs(got["map"] - ref["map"]), 0.99), np.quantile(abs(got["conf"] - ref["conf"]), 0.99),
-             float(abs(got["score"] - ref["score"]).max()), float(((got["map"] > 0.5) == (ref["map"] > 0.5)).mean()))
-            for got, ref in zip(_outputs(int8, images), reference)
-        ]
-        worst = np.array(diffs)
-        row = {
-            "layers": " + ".join(scopes),
-            "nodes": len(nodes_to_quantize(graphs["whole"], scopes)),
-            "map_p99": float(f"{worst[:, 0].max():.2e}"),
-            "conf_p99": float(f"{worst[:, 1].max():.2e}"),
-            "score_max": float(f"{worst[:, 2].max():.2e}"),
-            "map_agreement": round(float(worst[:, 3].min()), 4),
-            **({"latency_s": _latency(int8, args.size)} if args.size else {}),
-        }
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="trufor-int8-layers-") as tmp:
+        tile, whole, cache = Path(tmp) / "tile.onnx", Path(tmp) / "whole.onnx", Path(tmp) / "calibration.json"
+        onnx.save(graphs.pop("tile"), str(tile))
+        onnx.save(graphs["whole"], str(whole))
+        calibrate(tile, calibration.TileReader(calibration.synthetic_tiles(512), calibration.DEFAULT_COUNT), cache, Path(tmp))
+        for extra in [(), *[(g,) for g in args.groups]]:
+            scopes = tuple(DEFAULT_SCOPES) + extra
+            nodes = nodes_to_quantize(graphs["whole"], scopes)
+            int8 = session(unsigned_activations(quantize_model(whole, cache, nodes)))
+            diffs = [
+                (np.quantile(abs(got["map"] - ref["map"]), 0.99), np.quantile(abs(got["conf"] - ref["conf"]), 0.99),
+                 float(abs(got["score"] - ref["score"]).max()), float(((got["map"] > 0.5) == (ref["map"] > 0.5)).mean()))
+                for got, ref in zip(_outputs(int8, images), reference)
+            ]
+            worst = np.array(diffs)
+            row = {
+                "layers": " + ".join(scopes),
+                "nodes": len(nodes),
+                "map_p99": float(f"{worst[:, 0].max():.2e}"),
+                "conf_p99": float(f"{worst[:, 1].max():.2e}"),
+                "score_max": float(f"{worst[:, 2].max():.2e}"),
+                "map_agreement": round(float(worst[:, 3].min()), 4),
+                **({"latency_s": _latency(int8, args.size)} if args.size else {}),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     if args.markdown:
         timed = " | latency s" if args.size else ""
         print(f"\n| layers | int8 nodes | map p99 | conf p99 | score max | map > 0.5 agreement{timed} |")

@@ -18,6 +18,7 @@ exports may lower: see ``export/fp16.py`` and ``export/int8.py``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -106,18 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     dncnn = Noiseprint()
     load_noiseprint(dncnn, args.weights)
     dncnn = fold_batchnorm_(dncnn.eval())
+    float64 = copy.deepcopy(dncnn).double()
     images = []
     for item in collect_inputs(args.inputs):
         rgb = load_rgb(item.path)
         top, left = max((rgb.shape[0] - args.crop) // 2, 0), max((rgb.shape[1] - args.crop) // 2, 0)
-        images.append((item.path, np.ascontiguousarray(rgb[top : top + args.crop, left : left + args.crop])))
+        images.append(np.ascontiguousarray(rgb[top : top + args.crop, left : left + args.crop]))
     sessions = int8_sessions(dncnn, args.per_layer)
     rows: dict[str, list[tuple[float, float]]] = {}
     with torch.no_grad():
-        for _, rgb in images:
+        for rgb in images:
             x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 256.0
-            reference = dncnn.double()(x.double()).numpy()
-            dncnn.float()
+            reference = float64(x.double()).numpy()
             forms = {"float32": dncnn(x).numpy()}
             forms.update({f"{name} storage": rounded_forward(dncnn, x, dtype).numpy() for name, dtype in STORAGE.items()})
             forms.update({label: s.run(None, {"image": rgb[None]})[0] for label, s in sessions.items()})

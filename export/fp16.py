@@ -2,7 +2,7 @@
 
 Kept in float32:
 - the whole Noiseprint++ DnCNN: with the released weights it amplifies rounding 2000 to 3000 times (float32
-  against float64: 1.3e-4 relative RMS error on the residual), so float16 storage (float32
+  against float64: up to 1.9e-4 relative RMS error on the residual), so float16 storage (float32
   accumulation) makes a residual up to 68% off and only 0.83 correlated with the float64 one
   (``python -m benchmarks.noiseprint_precision``);
 - by op type: LayerNormalization, Softmax/LogSoftmax (attention and the FFM context), every
