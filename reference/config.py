@@ -59,6 +59,16 @@ PRESETS: dict[str, TruForConfig] = {
     "trufor_b0": TruForConfig(
         embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_dim=256
     ),
+    # The project's own default model (training/recipe.py): MiT-B0 depths with narrower deep
+    # stages, a 128-wide decoder and a 17 x 32 Noiseprint++ (a quarter of the released one's
+    # convolution cost): 7.2 M parameters, trainable on a 2-core CPU in a working day.
+    "trufor_lite": TruForConfig(
+        embed_dims=(32, 64, 128, 192),
+        num_heads=(1, 2, 4, 6),
+        depths=(2, 2, 2, 2),
+        decoder_dim=128,
+        noiseprint_width=32,
+    ),
     # Tests and CPU pipeline checks: every module present, a few hundred thousand parameters.
     "tiny": TruForConfig(
         embed_dims=(16, 32, 64, 128),

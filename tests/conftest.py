@@ -11,6 +11,14 @@ from reference import build_trufor
 from trufor_testing import randomize_, shared_path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def trufor_home(tmp_path_factory) -> None:
+    """Caches (decoded photos, downloaded weights) go to a temporary folder, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRUFOR_HOME", str(tmp_path_factory.mktemp("trufor_home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def golden_state_dict() -> dict[str, torch.Tensor]:
     """The deterministic weights the official code's golden outputs were computed with."""

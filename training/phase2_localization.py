@@ -45,8 +45,7 @@ class LocalizationPhase(SegmentationPhase):
 
     def loss(self, model, batch):
         image, label = (t.to(self.device) for t in batch)
-        # Noiseprint++ has no trainable parameter and a plain input, so autograd records nothing there.
-        _, features = model.forward_features(image)
+        _, features = self.features(model, image)
         logits = F.interpolate(model.decode_head(features), size=image.shape[2:], mode="bilinear", align_corners=False)
         return dice_entropy_loss(logits, label)
 

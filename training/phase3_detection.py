@@ -37,7 +37,7 @@ class DetectionPhase(SegmentationPhase):
         image, label = (t.to(self.device) for t in batch)
         size = image.shape[2:]
         with torch.no_grad():
-            _, features = model.forward_features(image)
+            _, features = self.features(model, image)
             loc_logits = F.interpolate(model.decode_head(features), size=size, mode="bilinear", align_corners=False)
         conf_logits = F.interpolate(model.decode_head_conf(features), size=size, mode="bilinear", align_corners=False)
         det_logit = model.forward_score(loc_logits, conf_logits)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,6 +24,7 @@ from training.data.contrastive import (
     ContrastiveConfig,
     SimulatedCameraPatches,
 )
+from training.data.photos import DecodedPhotos
 from training.data.forgery import (
     FORGERY_KINDS,
     PRISTINE,
@@ -172,3 +175,27 @@ def test_photo_folder_as_pristine_source(tmp_path):
     sample = generator.sample(np.random.default_rng(0), 48, 48, "splice")  # photos smaller: enlarged
     assert sample.image.shape == (48, 48, 3)
     assert sorted(set(source.camera_of)) == [0, 1]
+
+
+def test_camera_with_fewer_photos_than_per_group_repeats_them_at_other_windows(tmp_path):
+    """The shared camera folders hold 2 or 3 photos per model; a class of 4 patches must still form."""
+    config = ContrastiveConfig(patch=24, groups=2, per_group=4, num_histories=1)
+    source = CameraFolderPatches(write_camera_folders(tmp_path / "cams", photos=1, size=160), config)
+    images, labels = source.batch(np.random.default_rng(3))
+    assert images.shape == (8, 3, 24, 24) and labels.tolist() == [0] * 4 + [1] * 4
+    # one photo per camera, yet the class's patches are not four copies of one crop
+    assert len({images[i].tobytes() for i in range(4)}) > 1
+
+
+def test_decoded_photos_are_cached_once_and_refreshed_when_the_file_changes(tmp_path):
+    photo = tmp_path / "p.png"
+    first = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(first).save(photo)
+    cache = DecodedPhotos(tmp_path / "cache")
+    assert np.array_equal(cache.load(photo), first)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert np.array_equal(cache.load(photo), first)  # read back from the entry
+    second = 255 - first
+    Image.fromarray(second).save(photo)
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 1_000_000))
+    assert np.array_equal(cache.load(photo), second)

@@ -2,7 +2,7 @@
 
 A batch has ``groups`` classes of ``per_group`` patches. Inside a class every patch comes from a
 different picture, taken by the same camera, edited the same way and cropped at the same
-position (the same offset from the picture's origin, so the CFA and JPEG grids line up);
+position modulo the 8-pixel grid (so the CFA and JPEG grids line up);
 patches of different classes are negatives. No two classes of a batch share all three keys.
 
 Two sources:
@@ -10,8 +10,9 @@ Two sources:
 - ``SimulatedCameraPatches``: procedural scenes rendered by simulated cameras (``camera.py``).
   Each batch draws a small pool of scenes that all its classes reuse, so the same content appears
   under different cameras and histories: content cannot tell the classes apart, traces must.
-- ``CameraFolderPatches``: real photos, one subfolder per camera model. Every photo is decoded
-  whole for each patch, so this source is I/O bound: use ``--workers``.
+- ``CameraFolderPatches``: real photos, one subfolder per camera model, decoded once
+  (``photos.DecodedPhotos``). A camera with fewer photos than ``per_group`` repeats them, each
+  repeat at another window: its patches then share the camera but not always the picture.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from reference.errors import TruForError
-from reference.image import load_rgb
 
 from .camera import apply_history, camera_model, develop, edit_history
+from .photos import DecodedPhotos
 from .procedural import procedural_scene
 from .sources import list_images
 
@@ -103,19 +104,19 @@ class SimulatedCameraPatches:
 
 
 class CameraFolderPatches:
-    """``root/<camera>/...`` photos; a camera needs at least ``per_group`` of them."""
+    """``root/<camera>/...`` photos; every camera subfolder with at least one photo is a class source."""
 
-    def __init__(self, root: str | os.PathLike, config: ContrastiveConfig):
+    def __init__(self, root: str | os.PathLike, config: ContrastiveConfig, photos: DecodedPhotos | None = None):
         self.root = Path(root)
         self.config = config
+        self.decoded = photos or DecodedPhotos()
         self.histories = [edit_history(i) for i in range(config.num_histories)]
         cameras = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
-        self.photos = {cam.name: list_images(cam) for cam in cameras}
-        self.photos = {name: files for name, files in self.photos.items() if len(files) >= config.per_group}
+        self.photos = {cam.name: files for cam in cameras if (files := list_images(cam))}
         if len(self.photos) < 2:
             raise TruForError(
-                f"{self.root} needs at least 2 camera subfolders with >= {config.per_group} photos each "
-                f"(found {len(self.photos)}); layout: {self.root}/<camera model>/<photos>"
+                f"{self.root} needs at least 2 camera subfolders with photos (found {len(self.photos)}); "
+                f"layout: {self.root}/<camera model>/<photos>"
             )
         self.names = sorted(self.photos)
 
@@ -129,16 +130,15 @@ class CameraFolderPatches:
         for label, (camera, history, dy, dx) in enumerate(keys):
             window = _window(config, history)
             files = self.photos[self.names[camera]]
-            chosen = [files[i] for i in rng.choice(len(files), config.per_group, replace=False)]
-            images = [load_rgb(path) for path in chosen]
-            height = min(image.shape[0] for image in images)
-            width = min(image.shape[1] for image in images)
-            if min(height, width) < window:
-                raise TruForError(f"photos of {self.names[camera]} are smaller than the {window}-pixel window phase 1 needs")
-            # The same 8-aligned origin in every photo of the class keeps their grids in phase.
-            top = int(rng.integers(0, (height - window) // 8 + 1)) * 8
-            left = int(rng.integers(0, (width - window) // 8 + 1)) * 8
-            for image in images:
+            order = rng.permutation(len(files))
+            for index in range(config.per_group):
+                image = self.decoded.load(files[order[index % len(files)]])
+                height, width = image.shape[:2]
+                if min(height, width) < window:
+                    raise TruForError(f"{files[order[index % len(files)]]} is smaller than the {window}-pixel window phase 1 needs")
+                # 8-aligned origins keep every patch of the class in the same CFA and JPEG grid phase.
+                top = int(rng.integers(0, (height - window) // 8 + 1)) * 8
+                left = int(rng.integers(0, (width - window) // 8 + 1)) * 8
                 edited = apply_history(np.ascontiguousarray(image[top : top + window, left : left + window]), self.histories[history])
                 patches.append(edited[dy : dy + config.patch, dx : dx + config.patch])
                 labels.append(label)

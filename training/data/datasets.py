@@ -7,7 +7,9 @@ A ``--data`` spec names one sub-dataset:
 - ``casia:DIR``: a CASIA-like layout: ``DIR/Tp/`` forged images, ``DIR/Au/`` authentic ones and
   ``DIR/GT/`` masks named ``<stem>_gt.*`` or ``<stem>.*``; every Tp image needs a mask.
 - ``authentic:DIR``: every image under ``DIR`` is pristine.
-- ``synthetic``: forgeries generated on the fly (``forgery.py``), new ones every epoch.
+- ``synthetic``: forgeries generated on the fly (``forgery.py``), new ones every epoch, from the
+  simulated cameras (or the ``--pristine`` photos); ``synthetic:DIR`` generates them from the
+  photos under ``DIR`` (one subfolder per camera), so several pristine sources can be balanced.
 - a bare ``DIR`` is read as ``pairs`` when it has ``images/`` and ``masks/``, as ``casia`` when it
   has ``Tp/`` and ``GT/``; anything else must say its kind.
 
@@ -149,8 +151,6 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
         return "synthetic", None
     kind, sep, rest = spec.partition(":")
     if sep and kind in DATA_KINDS:
-        if kind == "synthetic":
-            raise TruForError("'synthetic' takes no path; set the pristine source with --pristine DIR")
         return kind, Path(rest)
     root = Path(spec)
     if (root / "images").is_dir():
@@ -159,7 +159,7 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
         return "casia", root
     raise TruForError(
         f"cannot tell the layout of {spec!r}: use pairs:DIR (DIR/images + DIR/masks), casia:DIR (Tp/, Au/, GT/), "
-        "authentic:DIR (pristine images only) or synthetic"
+        "authentic:DIR (pristine images only), synthetic or synthetic:DIR (forgeries made from the photos in DIR)"
     )
 
 

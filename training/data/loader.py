@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,16 +42,19 @@ class SegmentationDataConfig:
     workers: int
 
 
-def make_generator(config: SegmentationDataConfig) -> ForgeryGenerator:
-    source = PhotoFolderSource(config.pristine) if config.pristine else SimulatedCameraSource(config.cameras)
+def make_generator(config: SegmentationDataConfig, photos: Path | None = None) -> ForgeryGenerator:
+    """Forgeries from ``photos``, else from ``--pristine``, else from the simulated cameras."""
+    photos = photos or config.pristine
+    source = PhotoFolderSource(photos) if photos else SimulatedCameraSource(config.cameras)
     return ForgeryGenerator(source, config.forgery)
 
 
 def open_datasets(specs: tuple[str, ...], config: SegmentationDataConfig, count: int) -> list:
     datasets = []
     for spec in specs:
-        if parse_spec(spec)[0] == "synthetic":
-            datasets.append(SyntheticDataset(make_generator(config), count, config.synthetic_size))
+        kind, root = parse_spec(spec)
+        if kind == "synthetic":
+            datasets.append(SyntheticDataset(make_generator(config, root), count, config.synthetic_size, spec))
         else:
             datasets.append(open_file_dataset(spec))
     return datasets

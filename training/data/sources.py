@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from reference.errors import TruForError
-from reference.image import load_rgb
 from reference.inputs import IMAGE_EXTENSIONS
 
 from .camera import camera_model, develop
 from .imageops import resize_linear, to_uint8
+from .photos import DecodedPhotos
 from .procedural import procedural_scene
 
 
@@ -51,10 +51,12 @@ class SimulatedCameraSource:
 class PhotoFolderSource:
     """Random crops of real photos. The camera id is the index of the photo's top-level subfolder
     (photos directly in the folder share id 0), so splices mix subfolders when there are several.
-    Photos smaller than the crop are enlarged (linear), which blurs their traces: prefer large ones."""
+    Photos smaller than the crop are enlarged (linear), which blurs their traces: prefer large ones.
+    Each photo is decoded once (``photos.DecodedPhotos``)."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, photos: DecodedPhotos | None = None):
         self.folder = Path(folder)
+        self.decoded = photos or DecodedPhotos()
         self.files = list_images(self.folder)
         if not self.files:
             raise TruForError(f"no images found under {self.folder} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, ...)")
@@ -71,7 +73,7 @@ class PhotoFolderSource:
     def draw(self, rng: np.random.Generator, height: int, width: int, exclude_camera: int | None = None) -> tuple[np.ndarray, int]:
         candidates = [i for i, cam in enumerate(self.camera_of) if cam != exclude_camera] or list(range(len(self.files)))
         index = int(rng.choice(candidates))
-        image = load_rgb(self.files[index])
+        image = self.decoded.load(self.files[index])
         scale = max(height / image.shape[0], width / image.shape[1], 1.0)
         if scale > 1.0:
             image = to_uint8(resize_linear(image, int(np.ceil(image.shape[0] * scale)), int(np.ceil(image.shape[1] * scale))))
