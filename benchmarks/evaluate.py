@@ -7,9 +7,13 @@
 ``--data`` takes the training loaders' forms: ``DIR`` with ``images/`` and ``masks/`` (images
 without a mask are pristine), ``casia:DIR`` (Tp/, Au/, GT/) or ``authentic:DIR``. Each image
 runs whole, as the official code does (the onnxruntime backend tiles images above its pixel
-threshold, see ``runtime.tiling``). Metrics are those of ``training.metrics``: pixel metrics on
-forged images, image metrics on all. Prints one table row per dataset plus the mean over
-datasets, and ``--json`` writes the same numbers. From Python:
+threshold, see ``runtime.tiling``). Metrics are those of ``training.metrics``, one protocol per
+mode: ``official`` is the authors' ``test_docker/metrics.py`` (pixel metrics on forged images,
+border band excluded, better of map and inverse); ``benco`` is IMDL-BenCo 0.1.45's tester (pixel
+metrics at 0.5 averaged over all images, a pristine one scoring 0). Image metrics cover every
+image with a finite score; ``img_scores_dropped`` counts the others. Prints one table row per
+dataset plus a row over datasets (counts summed, metrics averaged), and ``--json`` writes the
+same numbers. From Python:
 ``evaluate_backend(["DIR"], "torch", checkpoint=Path(...), preset=...)`` or ``evaluate(predict, datasets)``
 return the numbers as a dict.
 
@@ -31,7 +35,7 @@ import numpy as np
 from reference.config import PRESETS
 from reference.errors import TruForError
 from training.data.datasets import FileDataset, open_file_dataset
-from training.metrics import MODES, MetricAccumulator
+from training.metrics import COUNTS, MODES, MetricAccumulator, mean_of_defined
 
 Predict = Callable[[np.ndarray], object]  # uint8 HxWx3 -> an object with .map (HxW) and .score
 COLUMNS = {
@@ -42,7 +46,7 @@ COLUMNS = {
 
 def evaluate(predict: Predict, datasets: list[FileDataset], modes: tuple[str, ...] = MODES, limit: int | None = None,
              progress: Callable[[str], None] | None = None) -> dict:
-    """``{"datasets": {name: metrics}, "mean": metrics over datasets, "seconds_per_image": float}``."""
+    """``{"datasets": {name: metrics}, "mean": {metric: mean over datasets, count: sum}, "seconds_per_image": float}``."""
     results: dict = {"datasets": {}}
     seconds, count = 0.0, 0
     for dataset in datasets:
@@ -60,14 +64,15 @@ def evaluate(predict: Predict, datasets: list[FileDataset], modes: tuple[str, ..
     keys = sorted({k for summary in results["datasets"].values() for k in summary})
     results["mean"] = {}
     for key in keys:
-        values = [s[key] for s in results["datasets"].values() if key in s and not math.isnan(s[key])]
-        results["mean"][key] = float(np.mean(values)) if values else math.nan
+        values = [s[key] for s in results["datasets"].values() if key in s]
+        results["mean"][key] = sum(values) if key in COUNTS else mean_of_defined(values)
     results["seconds_per_image"] = seconds / count if count else math.nan
     return results
 
 
 def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
-    columns = ["images", "forged"] + list(dict.fromkeys(c for mode in modes for c in COLUMNS[mode]))
+    metric_columns = dict.fromkeys(c for mode in modes for c in COLUMNS[mode])
+    columns = ["images", "forged", *metric_columns, "img_scores_dropped"]
     rows = list(results["datasets"].items())
     if len(rows) > 1:
         rows.append(("mean", results["mean"]))
@@ -78,7 +83,7 @@ def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
         cells = []
         for column in columns:
             value = metrics.get(column, math.nan)
-            text = f"{int(value)}" if column in ("images", "forged") and not math.isnan(value) else f"{value:.4f}"
+            text = f"{int(value)}" if column in COUNTS and not math.isnan(value) else f"{value:.4f}"
             cells.append(text.rjust(len(column)))
         lines.append("| " + name.ljust(width) + " | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -150,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="onnxruntime artifacts to use")
     parser.add_argument("--device", default="cpu", help="torch: cpu or cuda")
     parser.add_argument("--threads", type=int, help="intra-op threads")
-    parser.add_argument("--mode", choices=(*MODES, "both"), default="both", help="metric definitions (default both)")
+    parser.add_argument("--mode", choices=(*MODES, "both"), default="both",
+                        help="official: the authors' test_docker/metrics.py (forged images, border band excluded, "
+                             "better of map and inverse); benco: IMDL-BenCo 0.1.45's tester (all images, pristine "
+                             "ones scoring 0); default both")
     parser.add_argument("--limit", type=int, help="at most N images per dataset")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser

@@ -1,19 +1,42 @@
-"""Forgery localization and detection metrics: the official TruFor rule and an IMDL-BenCo-style one.
+"""Forgery localization and detection metrics in two protocols, each equal to its reference code.
 
-Pixel level, per forged image, then averaged over images:
+``official``: the authors' ``test_docker/metrics.py`` (TruFor, CVPR 2023). Pixel metrics of each
+forged image, averaged over the forged images (NaN left out):
 
-- ``official``: the ground-truth border band is excluded (pixels in the mask dilated 11x11 but not
-  in the mask eroded 15x15), and every metric is the better of the map and the inverted map
-  (1 - map). F1, MCC and IoU at threshold 0.5 (``map > 0.5``) and at the best threshold for that
-  image (every distinct map value is tried), and the pixel AUC.
-- ``benco``: IMDL-BenCo's definitions: threshold 0.5, no border exclusion, no inversion;
-  precision, recall and F1 with their 1e-8 terms, IoU = TP / (TP + FP + FN + 1e-8).
+- the border band of the mask is excluded (pixels in the mask dilated 11x11 but not in the mask
+  eroded 15x15);
+- each metric is the better of the map and its inverse. The inverse of "forged if s > t" is
+  "forged if s <= t", so its confusion counts are the map's swapped (TP<->FN, FP<->TN); the map
+  is never rebuilt as 1 - s (at t = 0.5 a pixel at exactly 0.5 would change sides, and in
+  float64 every probability below ~1e-16 would become 1.0);
+- F1, MCC and IoU at ``s > 0.5`` and at the best threshold of that image (``s > v`` for every
+  distinct float32 value v of the kept pixels, as the official sweep), and the pixel AUC (the
+  better of AUC and 1 - AUC). The official file reports F1 only; MCC, IoU and AUC follow its rule.
 
-Image level, over all images (forged = mask has a forged pixel): AUC of the score, balanced
-accuracy of ``score > 0.5`` (official), plus accuracy and F1 at 0.5 (``benco``).
+Image level: AUC of the score and balanced accuracy of ``score > 0.5``.
 
-Pixel metrics are computed on forged images only (a pristine image has no positive pixel, so F1,
-IoU and AUC are undefined there); 0/0 counts as 0 in the official F1, MCC and IoU.
+``benco``: IMDL-BenCo 0.1.45's tester with its evaluators in mode "origin". ``s > 0.5`` on the
+whole map, no border band, no inverse; precision, recall and F1 with their 1e-8 terms, IoU =
+TP / (TP + FP + FN + 1e-8). Pixel metrics are averaged over ALL test images: a pristine image
+scores F1 = IoU = 0 and pixel AUC 0 (BenCo's value for a mask without forged pixels). Image
+level: AUC, and accuracy and F1 (1e-9 terms) of ``score > 0.5``.
+
+``p-F1_smooth`` is the official training code's phase-2 selection metric (see ``p_f1_smooth``),
+averaged over every image with a map.
+
+Where the reference code crashes, gives NaN or depends on sort order, this module keeps the
+defined value:
+
+- the official ``computeMetrics_th`` crashes (sklearn returns a 1x1 confusion matrix) when the
+  kept pixels and the predictions are all one class, and the image's F1 at 0.5 becomes NaN and
+  leaves the mean. Here 0/0 counts as 0 (the official F1's own rule): an empty or border-erased
+  mask predicted all-authentic scores 0, a full mask predicted all-forged scores 1;
+- non-finite image scores are dropped in both modes, as the official ``computeDetectionMetrics``
+  drops NaN and -inf (it asserts on +inf; BenCo's sklearn call raises on NaN), and counted in
+  ``img_scores_dropped``;
+- a pixel AUC with one class only (full mask in either mode, any mask the band erases) is NaN and
+  left out of the mean (BenCo's trapezoid gives NaN for a full mask, which turns its mean into
+  NaN); tied scores count one half, where BenCo's sort leaves them in arbitrary order.
 """
 
 from __future__ import annotations
@@ -25,6 +48,7 @@ import numpy as np
 
 BORDER_ERODE, BORDER_DILATE = 15, 11
 MODES = ("official", "benco")
+COUNTS = ("images", "forged", "img_scores_dropped")  # summary entries that are counts, not means
 
 
 def _box_count(mask: np.ndarray, size: int) -> np.ndarray:
@@ -91,23 +115,21 @@ def _scores(tp, fp, fn, tn) -> dict[str, np.ndarray]:
     }
 
 
+def _better_of_map_and_inverse(tp, fp, fn, tn) -> dict[str, np.ndarray]:
+    """Each metric of ``s > t`` or of its inverse ``s <= t`` (the counts swapped), whichever is higher."""
+    direct, inverse = _scores(tp, fp, fn, tn), _scores(fn, tn, tp, fp)
+    return {name: np.maximum(direct[name], inverse[name]) for name in direct}
+
+
 def _threshold_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """TP, FP, FN, TN for "positive if score >= s" at every distinct score s, plus "nothing positive"."""
+    """TP, FP, FN, TN for "positive if score > v" at every distinct score v (the largest: nothing positive)."""
     order = np.argsort(-scores, kind="mergesort")
     sorted_scores, sorted_labels = scores[order], labels[order]
-    last_of_run = np.concatenate((np.flatnonzero(np.diff(sorted_scores)), [len(scores) - 1]))
-    tp = np.concatenate(([0], np.cumsum(sorted_labels)[last_of_run]))
-    fp = np.concatenate(([0], (last_of_run + 1) - tp[1:]))
+    run_starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_scores)) + 1))
+    tp = np.concatenate(([0], np.cumsum(sorted_labels)))[run_starts]
+    fp = run_starts - tp
     positives, total = int(labels.sum()), len(labels)
     return tp, fp, positives - tp, total - positives - fp
-
-
-def _official_one_direction(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    at_half = _scores(*(np.array([v]) for v in _counts(scores > 0.5, labels)))
-    best = _scores(*_threshold_curve(scores, labels))
-    result = {f"{name}_05": float(values[0]) for name, values in at_half.items()}
-    result.update({f"{name}_best": float(values.max()) for name, values in best.items()})
-    return result
 
 
 def _counts(predicted: np.ndarray, labels: np.ndarray) -> tuple[int, int, int, int]:
@@ -117,46 +139,60 @@ def _counts(predicted: np.ndarray, labels: np.ndarray) -> tuple[int, int, int, i
     return tp, fp, fn, len(labels) - tp - fp - fn
 
 
+def _official_pixel_metrics(scores: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    keep = border_excluded(gt)
+    scores, labels = scores[keep], gt[keep]
+    at_half = _better_of_map_and_inverse(*_counts(scores > 0.5, labels))
+    best = _better_of_map_and_inverse(*_threshold_curve(scores.astype(np.float32), labels))
+    result = {f"{name}_05": float(value) for name, value in at_half.items()}
+    result.update({f"{name}_best": float(values.max()) for name, values in best.items()})
+    area_under = auc(scores, labels)
+    result["auc"] = max(area_under, 1.0 - area_under) if not math.isnan(area_under) else math.nan
+    return result if len(labels) else dict.fromkeys(result, math.nan)  # the band covered the whole image
+
+
+def _benco_pixel_metrics(scores: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    tp, fp, fn, _ = _counts(scores.ravel() > 0.5, gt.ravel())
+    precision = tp / (tp + fp + 1e-8)
+    recall = tp / (tp + fn + 1e-8)
+    return {
+        "f1": 2 * precision * recall / (precision + recall + 1e-8),
+        "iou": tp / (tp + fp + fn + 1e-8),
+        "auc": auc(scores, gt) if gt.any() else 0.0,  # BenCo's PixelAUC returns 0 for a pristine mask
+    }
+
+
 def pixel_metrics(prob_map: np.ndarray, gt: np.ndarray, mode: str = "official") -> dict[str, float]:
-    """Metrics of one forged image's map (H x W, P(forged)) against its binary mask."""
+    """Metrics of one image's map (H x W, P(forged)) against its binary mask, by ``mode``'s rules."""
     if mode not in MODES:
         raise ValueError(f"unknown metrics mode {mode!r}; choose one of {MODES}")
     if prob_map.shape != gt.shape:
         raise ValueError(f"map {prob_map.shape} and mask {gt.shape} differ in size")
-    gt = gt.astype(bool)
     scores = np.asarray(prob_map, dtype=np.float64)
     if mode == "benco":
-        tp, fp, fn, _ = _counts(scores.ravel() > 0.5, gt.ravel())
-        precision = tp / (tp + fp + 1e-8)
-        recall = tp / (tp + fn + 1e-8)
-        return {
-            "f1": 2 * precision * recall / (precision + recall + 1e-8),
-            "iou": tp / (tp + fp + fn + 1e-8),
-            "auc": auc(scores, gt),
-        }
-    keep = border_excluded(gt)
-    scores, labels = scores[keep], gt[keep]
-    direct = _official_one_direction(scores, labels)
-    inverted = _official_one_direction(1.0 - scores, labels)
-    result = {name: max(direct[name], inverted[name]) for name in direct}
-    area_under = auc(scores, labels)
-    result["auc"] = max(area_under, 1.0 - area_under) if not math.isnan(area_under) else math.nan
-    return result
+        return _benco_pixel_metrics(scores, gt.astype(bool))
+    return _official_pixel_metrics(scores, gt.astype(bool))
 
 
-def soft_f1(prob_map: np.ndarray, gt: np.ndarray) -> float:
-    """Threshold-free F1: 2 sum(p g) / (sum p + sum g) (the phase-2 model selection metric)."""
-    gt = gt.astype(np.float64)
-    denominator = prob_map.sum() + gt.sum()
-    return float(2 * (prob_map * gt).sum() / denominator) if denominator > 0 else 0.0
+def p_f1_smooth(prob_map: np.ndarray, gt: np.ndarray) -> float:
+    """One image's term of the official phase-2 selection metric ``avg_p-F1_smooth``
+    (``TruFor_train_test/lib/core/function.py``): on every pixel, hard predictions ``map > 0.5``
+    (the argmax of the two logits), the higher of (2 TP + 1) / (2 TP + FN + FP + 1) and
+    (2 FN + 1) / (2 TP + FN + TN + 1). The second term is kept as the official code writes it, so
+    that phase 2 picks the checkpoint the authors' selection would; swapped counts would put
+    2 FN + TP + TN below it. As written it exceeds 1 when FN > TP + TN (nothing predicted on an
+    image more than half forged scores (2 FN + 1) / (FN + TN + 1), above a perfect map's 1)."""
+    tp, fp, fn, tn = _counts(np.asarray(prob_map).ravel() > 0.5, gt.astype(bool).ravel())
+    return max((2 * tp + 1) / (2 * tp + fn + fp + 1), (2 * fn + 1) / (2 * tp + fn + tn + 1))
 
 
 def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """AUC, balanced accuracy, accuracy and F1 of ``score > 0.5`` against labels (1 = forged)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    predicted = scores > 0.5
-    tp, fp, fn, tn = _counts(predicted, labels)
+    """AUC, balanced accuracy, accuracy and F1 of ``score > 0.5`` against labels (1 = forged) over the
+    finite scores; ``dropped`` counts the non-finite ones left out."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    finite = np.isfinite(scores)
+    scores, labels = scores[finite], np.asarray(labels).astype(bool).ravel()[finite]
+    tp, fp, fn, tn = _counts(scores > 0.5, labels)
     tpr = tp / (tp + fn) if tp + fn else math.nan
     tnr = tn / (tn + fp) if tn + fp else math.nan
     precision = tp / (tp + fp + 1e-9)
@@ -166,16 +202,24 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "bacc": float(np.nanmean([tpr, tnr])) if not (math.isnan(tpr) and math.isnan(tnr)) else math.nan,
         "acc": (tp + tn) / len(labels) if len(labels) else math.nan,
         "f1": 2 * precision * recall / (precision + recall + 1e-9),
+        "dropped": int((~finite).sum()),
     }
+
+
+def mean_of_defined(values: list[float]) -> float:
+    """Mean of the non-NaN values (NaN when there are none), without numpy's empty-slice warning."""
+    defined = [value for value in values if not math.isnan(value)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 @dataclass
 class MetricAccumulator:
-    """Collects per-image results; ``summary`` averages pixel metrics over forged images."""
+    """Collects per-image results; ``summary`` averages each protocol's pixel metrics over its images
+    (official: forged ones, benco: all) and ``p-F1_smooth`` over every image with a map."""
 
     modes: tuple[str, ...] = MODES
     pixel: dict[str, list[dict[str, float]]] = field(default_factory=dict)
-    soft: list[float] = field(default_factory=list)
+    smooth_f1: list[float] = field(default_factory=list)
     count: int = 0
     forged: int = 0
     scores: list[float] = field(default_factory=list)
@@ -185,10 +229,11 @@ class MetricAccumulator:
         self.count += 1
         forged = bool(gt.any())
         self.forged += forged
-        if forged and prob_map is not None:
+        if prob_map is not None:
             for mode in self.modes:
-                self.pixel.setdefault(mode, []).append(pixel_metrics(prob_map, gt, mode))
-            self.soft.append(soft_f1(prob_map, gt))
+                if forged or mode == "benco":
+                    self.pixel.setdefault(mode, []).append(pixel_metrics(prob_map, gt, mode))
+            self.smooth_f1.append(p_f1_smooth(prob_map, gt))
         if score is not None:
             self.scores.append(float(score))
             self.labels.append(int(forged))
@@ -198,12 +243,12 @@ class MetricAccumulator:
         for mode, rows in self.pixel.items():
             prefix = "px" if mode == "official" else "benco_px"
             for name in rows[0]:
-                result[f"{prefix}_{name}"] = float(np.nanmean([row[name] for row in rows]))
-        if self.soft:
-            result["p-F1_smooth"] = float(np.mean(self.soft))
+                result[f"{prefix}_{name}"] = mean_of_defined([row[name] for row in rows])
+        if self.smooth_f1:
+            result["p-F1_smooth"] = float(np.mean(self.smooth_f1))
         if self.scores:
             image = image_metrics(np.array(self.scores), np.array(self.labels))
-            result.update({"img_auc": image["auc"], "img_bacc": image["bacc"]})
+            result.update({"img_auc": image["auc"], "img_bacc": image["bacc"], "img_scores_dropped": image["dropped"]})
             if "benco" in self.modes:
                 result.update({"benco_img_acc": image["acc"], "benco_img_f1": image["f1"]})
         return result

@@ -4,7 +4,7 @@ Official recipe (ARCHITECTURE.md 6): Noiseprint++ runs in eval mode without grad
 BatchNorm statistics stay fixed); the loss is ``dice_entropy`` (0.3 x weighted CE + 0.7 x soft
 Dice) on the full-resolution localization logits; the encoder may start from a MiT checkpoint
 copied into both streams; the heads get Kaiming-normal initialisation. Model selection on the
-mean soft F1 of the validation images (``avg_p-F1_smooth``).
+official ``avg_p-F1_smooth`` (``training.metrics.p_f1_smooth``) of the validation images.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 from reference.model import to_tensor
 from reference.model import TruFor, probabilities
 
-from .metrics import MetricAccumulator
+from .metrics import COUNTS, MetricAccumulator, mean_of_defined
 
 
 def validate_images(
@@ -31,8 +31,7 @@ def validate_images(
     per_dataset = {name: acc.summary() for name, acc in accumulators.items()}
     for name, summary in per_dataset.items():
         result.update({f"{name}/{key}": float(value) for key, value in summary.items()})
-    keys = sorted({key for summary in per_dataset.values() for key in summary if key not in ("images", "forged")})
+    keys = sorted({key for summary in per_dataset.values() for key in summary if key not in COUNTS})
     for key in keys:
-        values = [summary[key] for summary in per_dataset.values() if key in summary]
-        result[f"avg_{key}"] = float(np.nanmean(values)) if values and not all(np.isnan(values)) else float("nan")
+        result[f"avg_{key}"] = mean_of_defined([summary[key] for summary in per_dataset.values() if key in summary])
     return result

@@ -15,9 +15,9 @@ from reference import build_trufor
 from training.data.datasets import open_file_dataset
 
 
-def oracle(dataset):
+def oracle(*datasets):
     """A predictor that knows the answer: the mask as map, 1 or 0 as score."""
-    masks = {dataset.load(i).image.tobytes(): dataset.load(i).mask for i in range(len(dataset))}
+    masks = {d.load(i).image.tobytes(): d.load(i).mask for d in datasets for i in range(len(d))}
 
     def predict(image):
         mask = masks[image.tobytes()]
@@ -32,10 +32,22 @@ def test_perfect_predictor_scores_one(tmp_path):
     summary = results["datasets"][dataset.name]
     assert summary["images"] == 5 and summary["forged"] == 3
     for key in ("px_f1_best", "px_f1_05", "px_mcc_05", "px_iou_best", "px_auc", "img_auc", "img_bacc",
-                "benco_px_f1", "benco_px_iou", "benco_img_acc"):
+                "benco_img_acc", "p-F1_smooth"):
         assert summary[key] == pytest.approx(1.0, abs=1e-6), key
+    for key in ("benco_px_f1", "benco_px_iou", "benco_px_auc"):  # BenCo: the 2 pristine images count 0
+        assert summary[key] == pytest.approx(3 / 5, abs=1e-6), key
+    assert summary["img_scores_dropped"] == 0
     table = format_table(results)
-    assert "px_f1_best" in table and "benco_px_f1" in table and dataset.name in table
+    assert "px_f1_best" in table and "benco_px_f1" in table and "img_scores_dropped" in table and dataset.name in table
+
+
+def test_mean_row_sums_counts_and_averages_metrics(tmp_path):
+    first = open_file_dataset(str(write_pairs(tmp_path / "a", count=2, pristine=1)))
+    second = open_file_dataset(str(write_pairs(tmp_path / "b", count=1, pristine=0, seed=1)))
+    results = evaluate(oracle(first, second), [first, second])
+    mean = results["mean"]
+    assert mean["images"] == 4 and mean["forged"] == 3 and mean["img_scores_dropped"] == 0
+    assert mean["benco_px_f1"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-6)  # per-dataset means, averaged
 
 
 def test_cli_with_the_torch_backend(tmp_path, capsys):
