@@ -3,6 +3,7 @@
     python -m benchmarks.evaluate --data DIR [--data DIR2 ...] [--backend torch|onnxruntime]
         [--checkpoint FILE | --artifacts DIR] [--preset NAME] [--precision fp32|fp16|int8]
         [--mode official|benco|both] [--json OUT.json] [--limit N]
+        [--perturb jpeg:90,70,50 resize:0.75,0.5 blur:1.0 noise:2]
 
 ``--data`` takes the training loaders' forms: ``DIR`` with ``images/`` and ``masks/`` (images
 without a mask are pristine), ``casia:DIR`` (Tp/, Au/, GT/) or ``authentic:DIR``. Each image
@@ -13,7 +14,9 @@ border band excluded, better of map and inverse); ``benco`` is IMDL-BenCo 0.1.45
 metrics at 0.5 averaged over all images, a pristine one scoring 0). Image metrics cover every
 image with a finite score; ``img_scores_dropped`` counts the others. Prints one table row per
 dataset plus a row over datasets (counts summed, metrics averaged), and ``--json`` writes the
-same numbers. From Python:
+same numbers. ``--perturb`` evaluates every metric again with each perturbation applied to the
+images before the model (``benchmarks.perturb``), in the same table, under the unperturbed rows
+("none"). From Python:
 ``evaluate_backend(["DIR"], "torch", checkpoint=Path(...), preset=...)`` or ``evaluate(predict, datasets)``
 return the numbers as a dict.
 
@@ -27,15 +30,18 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from reference.config import PRESETS
 from reference.errors import TruForError
+from runtime.outputs import resize_map
 from training.data.datasets import FileDataset, open_file_dataset
 from training.metrics import COUNTS, MODES, MetricAccumulator, mean_of_defined
+
+from .perturb import Perturbation, parse_perturbations
 
 Predict = Callable[[np.ndarray], object]  # uint8 HxWx3 -> an object with .map (HxW) and .score
 COLUMNS = {
@@ -44,48 +50,79 @@ COLUMNS = {
 }
 
 
+CLEAN = "none"  # the label of the images as they are
+
+
+def _mean(summaries: dict[str, dict]) -> dict[str, float]:
+    """Counts summed over datasets, metrics averaged over those where they are defined."""
+    keys = sorted({k for summary in summaries.values() for k in summary})
+    mean = {}
+    for key in keys:
+        values = [s[key] for s in summaries.values() if key in s]
+        mean[key] = sum(values) if key in COUNTS else mean_of_defined(values)
+    return mean
+
+
 def evaluate(predict: Predict, datasets: list[FileDataset], modes: tuple[str, ...] = MODES, limit: int | None = None,
-             progress: Callable[[str], None] | None = None) -> dict:
-    """``{"datasets": {name: metrics}, "mean": {metric: mean over datasets, count: sum}, "seconds_per_image": float}``."""
-    results: dict = {"datasets": {}}
+             progress: Callable[[str], None] | None = None, perturbations: Sequence[Perturbation] = ()) -> dict:
+    """``{"datasets": {name: metrics}, "mean": metrics over datasets, "seconds_per_image": float}`` for the
+    images as they are, plus ``"perturbations": {label: {"datasets": ..., "mean": ...}}`` when some are given:
+    each is applied alone to every image before the model, and its map resized back to the mask's size."""
+    runs: dict[str, Perturbation | None] = {CLEAN: None, **{p.label: p for p in perturbations}}
+    summaries: dict[str, dict[str, dict]] = {label: {} for label in runs}
     seconds, count = 0.0, 0
     for dataset in datasets:
-        accumulator = MetricAccumulator(modes=modes)
+        accumulators = {label: MetricAccumulator(modes=modes) for label in runs}
         for index in range(min(len(dataset), limit or len(dataset))):
             sample = dataset.load(index)
-            start = time.perf_counter()
-            prediction = predict(sample.image)
-            seconds += time.perf_counter() - start
-            count += 1
-            accumulator.add(np.asarray(prediction.map, dtype=np.float32), sample.mask, float(prediction.score))
+            for label, perturbation in runs.items():
+                image = sample.image if perturbation is None else perturbation.apply(sample.image, seed=index)
+                start = time.perf_counter()
+                try:
+                    prediction = predict(image)
+                except TruForError as error:
+                    raise TruForError(f"{dataset.name} {sample.name}, perturbation {label}: {error}") from error
+                seconds += time.perf_counter() - start
+                count += 1
+                prob_map = np.asarray(prediction.map, dtype=np.float32)
+                if prob_map.shape != sample.mask.shape:  # a resized image: compare at the mask's size
+                    prob_map = resize_map(prob_map, sample.mask.shape[::-1])
+                accumulators[label].add(prob_map, sample.mask, float(prediction.score))
             if progress:
                 progress(f"{dataset.name} {index + 1}/{len(dataset)} {sample.name}")
-        results["datasets"][dataset.name] = accumulator.summary()
-    keys = sorted({k for summary in results["datasets"].values() for k in summary})
-    results["mean"] = {}
-    for key in keys:
-        values = [s[key] for s in results["datasets"].values() if key in s]
-        results["mean"][key] = sum(values) if key in COUNTS else mean_of_defined(values)
+        for label, accumulator in accumulators.items():
+            summaries[label][dataset.name] = accumulator.summary()
+    results: dict = {"datasets": summaries[CLEAN], "mean": _mean(summaries[CLEAN])}
+    if perturbations:
+        results["perturbations"] = {
+            label: {"datasets": named, "mean": _mean(named)} for label, named in summaries.items() if label != CLEAN
+        }
     results["seconds_per_image"] = seconds / count if count else math.nan
     return results
 
 
 def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
-    metric_columns = dict.fromkeys(c for mode in modes for c in COLUMNS[mode])
-    columns = ["images", "forged", *metric_columns, "img_scores_dropped"]
-    rows = list(results["datasets"].items())
-    if len(rows) > 1:
-        rows.append(("mean", results["mean"]))
-    width = max([len("dataset")] + [len(name) for name, _ in rows])
-    lines = ["| " + "dataset".ljust(width) + " | " + " | ".join(columns) + " |",
-             "|" + "-" * (width + 2) + "|" + "|".join("-" * (len(c) + 2) for c in columns) + "|"]
-    for name, metrics in rows:
+    """A Markdown table: a row per dataset (and their mean), under each perturbation when there are some."""
+    columns = ["images", "forged", *dict.fromkeys(c for mode in modes for c in COLUMNS[mode]), "img_scores_dropped"]
+    runs = [(CLEAN, results), *results.get("perturbations", {}).items()]
+    perturbed = len(runs) > 1
+    keys = ["perturbation", "dataset"] if perturbed else ["dataset"]
+    rows = []
+    for label, run in runs:
+        named = list(run["datasets"].items())
+        if len(named) > 1:
+            named.append(("mean", run["mean"]))
+        rows += [([label, name] if perturbed else [name], metrics) for name, metrics in named]
+    widths = [max([len(key)] + [len(cells[i]) for cells, _ in rows]) for i, key in enumerate(keys)]
+    lines = ["| " + " | ".join(k.ljust(w) for k, w in zip(keys, widths)) + " | " + " | ".join(columns) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|" + "|".join("-" * (len(c) + 2) for c in columns) + "|"]
+    for names, metrics in rows:
         cells = []
         for column in columns:
             value = metrics.get(column, math.nan)
             text = f"{int(value)}" if column in COUNTS and not math.isnan(value) else f"{value:.4f}"
             cells.append(text.rjust(len(column)))
-        lines.append("| " + name.ljust(width) + " | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -112,7 +149,7 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, checkpoint: Pat
                      artifacts: Path | None = None, preset: str = "trufor", precision: str = "fp32",
                      device: str = "cpu", threads: int | None = None, conf_bn_variant: str = "docker",
                      modes: tuple[str, ...] = MODES, limit: int | None = None,
-                     log: Callable[[str], None] | None = None) -> dict:
+                     log: Callable[[str], None] | None = None, perturbations: Sequence[Perturbation] = ()) -> dict:
     """Open the ``data`` specs and the backend, evaluate, and return ``evaluate``'s dict plus
     ``backend`` (a description) and ``modes``. The torch backend without a checkpoint runs the
     preset's random weights."""
@@ -134,7 +171,7 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, checkpoint: Pat
         for dataset in datasets:
             if log:
                 log(dataset.describe())
-        results = evaluate(predict, datasets, modes, limit)
+        results = evaluate(predict, datasets, modes, limit, perturbations=perturbations)
     finally:
         close()
     results["backend"] = description
@@ -161,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
                              "ones scoring 0); default both")
     parser.add_argument("--limit", type=int, help="at most N images per dataset")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--perturb", nargs="+", action="extend", default=[], metavar="KIND:V[,V...]",
+                        help="also evaluate with each perturbation applied before the model: jpeg:QUALITY, "
+                             "resize:FACTOR, blur:SIGMA, noise:SIGMA (e.g. jpeg:90,70,50 resize:0.75,0.5 blur:1.0 noise:2)")
     return parser
 
 
@@ -178,10 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--backend onnxruntime needs --artifacts DIR (python -m export.build ... --out DIR)")
     modes = MODES if args.mode == "both" else (args.mode,)
     try:
+        perturbations = parse_perturbations(args.perturb)
+    except ValueError as error:
+        parser.error(f"--perturb: {error}")
+    try:
         results = evaluate_backend(args.data, args.backend, checkpoint=args.checkpoint, artifacts=args.artifacts,
                                    preset=args.preset, precision=args.precision, device=args.device,
                                    threads=args.threads, conf_bn_variant=args.conf_bn_variant, modes=modes,
-                                   limit=args.limit, log=lambda line: print(line, flush=True))
+                                   limit=args.limit, log=lambda line: print(line, flush=True),
+                                   perturbations=perturbations)
     except TruForError as error:
         print(f"evaluation failed: {error}", file=sys.stderr)
         return 1

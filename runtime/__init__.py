@@ -5,5 +5,8 @@
   ``--backend`` and its ``auto`` default read.
 - ``runtime.tiling`` and ``runtime.predictor``: ``Predictor.predict`` returns the reference's
   ``TruForResult`` whatever the backend, running large images as blended tiles.
-- ``python -m runtime.scan``: many images to ``results.jsonl`` (plus maps and overlays), resumable.
+- ``python -m runtime.scan``: many images to ``results.jsonl`` (plus maps, overlays and thumbnails), resumable;
+  ``runtime.decision`` is the forged decision each row records with its threshold.
+- ``python -m runtime.report``: a scan folder to one offline ``report.html``.
+- ``python -m runtime.calibrate``: a threshold for a false-alarm rate, from the user's pristine images.
 """

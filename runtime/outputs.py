@@ -1,4 +1,5 @@
-"""Per-image output files of a scan: official-format ``.npz`` maps and PNG overlays, written atomically.
+"""Per-image output files of a scan: official-format ``.npz`` maps, PNG overlays and the report's
+JPEG thumbnails, written atomically.
 
 Both go through ``reference.outputs.atomic_write`` (a temp file beside the target, fsync, then
 ``os.replace``), so a kill at any moment leaves the old file, the new one, or a stale temp file
@@ -18,6 +19,8 @@ from reference.result import TruForResult
 
 OVERLAY_MAX_SIDE = 1024  # each overlay panel is downscaled to at most this many pixels per side
 OVERLAY_ALPHA = 0.55
+THUMBNAIL_SIDE = 160  # each thumbnail panel fits in this many pixels square
+THUMBNAIL_GAP = 4  # white pixels between the panels
 # atomic_write's temp names: ".<name>.<12 hex>.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 # A perceptually ordered blue -> cyan -> yellow -> red ramp (value, R, G, B) for values in [0, 1].
@@ -38,7 +41,7 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return np.stack(channels, axis=-1).astype(np.uint8)
 
 
-def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_map(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an HxW float map to (width, height)."""
     return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
 
@@ -51,7 +54,7 @@ def overlay_image(rgb: np.ndarray, result: TruForResult) -> Image.Image:
     base = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), dtype=np.float32)
     panels = []
     for values in (result.map, result.conf):
-        heat = colorize(_resize(values, size) if scale < 1.0 else values).astype(np.float32)
+        heat = colorize(resize_map(values, size) if scale < 1.0 else values).astype(np.float32)
         panels.append(((1 - OVERLAY_ALPHA) * base + OVERLAY_ALPHA * heat).astype(np.uint8))
     canvas = Image.fromarray(np.concatenate(panels, axis=1))
     draw = ImageDraw.Draw(canvas)
@@ -63,6 +66,22 @@ def overlay_image(rgb: np.ndarray, result: TruForResult) -> Image.Image:
 def save_overlay(path: Path, rgb: np.ndarray, result: TruForResult) -> None:
     image = overlay_image(rgb, result)
     atomic_write(path, lambda file: image.save(file, format="PNG"))
+
+
+def thumbnail_image(rgb: np.ndarray, result: TruForResult) -> Image.Image:
+    """The image, its localization map (colormap) and its confidence (gray: white is reliable), side by side."""
+    image = Image.fromarray(rgb)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BILINEAR)
+    size = image.size
+    conf = (np.clip(resize_map(result.conf, size), 0.0, 1.0) * 255).round().astype(np.uint8)
+    panels = [np.asarray(image), colorize(resize_map(result.map, size)), np.repeat(conf[..., np.newaxis], 3, axis=2)]
+    gap = np.full((size[1], THUMBNAIL_GAP, 3), 255, dtype=np.uint8)
+    return Image.fromarray(np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1))
+
+
+def save_thumbnail(path: Path, rgb: np.ndarray, result: TruForResult) -> None:
+    image = thumbnail_image(rgb, result)
+    atomic_write(path, lambda file: image.save(file, format="JPEG", quality=88))
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

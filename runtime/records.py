@@ -14,8 +14,8 @@ from typing import Any
 
 OK = "ok"
 FIELDS = (
-    "path", "relpath", "status", "error", "width", "height", "score", "forged", "forged_fraction",
-    "mode", "backend", "precision", "seconds",
+    "path", "relpath", "status", "error", "width", "height", "score", "forged", "threshold", "threshold_source",
+    "forged_fraction", "forged_fraction_confident", "mode", "backend", "precision", "seconds",
 )  # fmt: skip
 
 
@@ -33,6 +33,11 @@ def read_latest(path: Path) -> dict[str, dict[str, Any]]:
             if isinstance(row, dict) and isinstance(row.get("relpath"), str) and isinstance(row.get("status"), str):
                 latest[row["relpath"]] = row
     return latest
+
+
+def generic_error(row: dict[str, Any]) -> str:
+    """A failed row's message without its file name, so that equal failures of different files count together."""
+    return row["error"].replace(row["path"], "<file>")
 
 
 def cut_torn_tail(path: Path) -> int:

@@ -1,10 +1,11 @@
 """Scan many images with TruFor: one JSON line per image, resumable, safe to interrupt.
 
-    python -m runtime.scan photos/ more/*.jpg @list.txt --out scan/ [--save-maps] [--overlays]
+    python -m runtime.scan photos/ more/*.jpg @list.txt --out scan/ [--save-maps] [--overlays] [--report]
 
-Writes ``DIR/results.jsonl`` (one row per image: status, size, score, decision, forged fraction,
-backend, timing), ``DIR/maps/<relpath>.npz`` with the official fields (``--save-maps``) and
-``DIR/overlays/<relpath>.png`` (``--overlays``). Rerunning the same command skips finished images.
+Writes ``DIR/results.jsonl`` (one row per image: status, size, score, decision and its threshold,
+forged fractions, backend, timing), ``DIR/maps/<relpath>.npz`` with the official fields
+(``--save-maps``), ``DIR/overlays/<relpath>.png`` (``--overlays``) and ``DIR/report.html`` with
+``DIR/thumbnails/`` (``--report``, see ``runtime.report``). Rerunning the same command skips finished images.
 With ``--ray [ADDRESS]`` the model runs on a Ray cluster's actors (``runtime.ray_scan``); the rows,
 files and resume are the same.
 """
@@ -28,14 +29,17 @@ from reference.inputs import InputFile, collect_inputs
 from . import ray_scan
 from .args import ImageArgs, ModelArgs, TilingArgs, UsageError
 from .backends import cpu_count, create_backend
+from .decision import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_THRESHOLD, DecisionRule, read_threshold_file
 from .decode import DONE, EMPTY, Decoded, DecodePool
 from .outputs import remove_stale_temps
 from .predictor import Predictor
-from .records import OK, ResultsWriter, read_latest
-from .scan_dir import ScanDirLock, check_settings
-from .scanner import OutputOptions, Scanner
+from .records import OK, ResultsWriter, generic_error, read_latest
+from .report import write_report
+from .scan_dir import ScanDirLock, check_settings, record_command
+from .scanner import OUTPUT_FILES, OutputOptions, Scanner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_WORKERS = min(4, cpu_count())
 EPILOG = """\
 exit status:
   0    every input's latest row in results.jsonl is ok
@@ -57,20 +61,47 @@ class OutputArgs:
         group.add_argument("--out", type=Path, required=True, help="output folder (created; reused to resume)")
         group.add_argument("--save-maps", action="store_true", help="write maps/<relpath>.npz (map, conf, score, imgsize)")
         group.add_argument("--overlays", action="store_true", help="write overlays/<relpath>.png (map and confidence)")
+        group.add_argument("--report", action="store_true", help="write thumbnails/ and report.html (runtime.report)")
         group.add_argument(
-            "--threshold", type=float, default=0.5, help="an image is forged when score > T (default: %(default)s)"
+            "--threshold", type=float, help=f"an image is forged when score > T (default: {DEFAULT_THRESHOLD})"
+        )
+        group.add_argument(
+            "--threshold-file", type=Path, help="the threshold python -m runtime.calibrate set for a false-alarm rate"
+        )
+        group.add_argument(
+            "--confidence-threshold",
+            type=float,
+            default=DEFAULT_CONFIDENCE_THRESHOLD,
+            help="forged_fraction_confident counts forged pixels whose confidence is above C (default: %(default)s)",
         )
         group.add_argument("--retry-errors", action="store_true", help="rerun inputs whose latest row is an error")
         group.add_argument(
-            "--workers", type=int, default=min(4, cpu_count()), help="decoding threads (default: %(default)s)"
+            "--workers", type=int, default=DEFAULT_WORKERS, help="decoding threads (default: %(default)s)"
         )
 
     def parse(self, args: argparse.Namespace) -> OutputOptions:
-        if not 0.0 <= args.threshold <= 1.0:
-            raise UsageError(f"--threshold must be within [0, 1], got {args.threshold}")
+        for flag, value in (("--threshold", args.threshold), ("--confidence-threshold", args.confidence_threshold)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise UsageError(f"{flag} must be within [0, 1], got {value}")
         if args.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {args.workers}")
-        return OutputOptions(args.out, args.save_maps, args.overlays, args.threshold, args.retry_errors, args.workers)
+        if args.threshold_file is not None:
+            if args.threshold is not None:
+                raise UsageError(
+                    f"--threshold {args.threshold} and --threshold-file {args.threshold_file} both set the threshold; "
+                    "pick one"
+                )
+            try:
+                decision = read_threshold_file(args.threshold_file, args.confidence_threshold)
+            except TruForError as error:
+                raise UsageError(str(error)) from None
+        elif args.threshold is not None:
+            decision = DecisionRule(args.threshold, "--threshold", args.confidence_threshold)
+        else:
+            decision = DecisionRule(confidence_threshold=args.confidence_threshold)
+        return OutputOptions(
+            args.out, args.save_maps, args.overlays, decision, args.retry_errors, args.workers, thumbnails=args.report
+        )
 
 
 GROUPS = {
@@ -119,7 +150,7 @@ class RowLog:
         self.statuses[status] += 1
         if status != OK:
             # The commonest errors are counted without the file name, which every message starts with.
-            self.errors[f"{status}: {row['error'].replace(row['path'], '<file>')[:200]}"] += 1
+            self.errors[f"{status}: {generic_error(row)[:200]}"] += 1
         self.progress.update(1)
         failed = sum(n for status, n in self.statuses.items() if status != OK)
         self.progress.set_postfix_str(f"failed {failed}" if failed else "", refresh=False)
@@ -210,11 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         request, image_options, tiling, options, ray_options = (GROUPS[name].parse(args) for name in GROUPS)
     except UsageError as error:
         parser.error(str(error))
+    code = run(args.inputs, request, image_options, tiling, options, ray_options, command)
+    if args.report and code in (EXIT_OK, EXIT_FAILED):
+        _log(f"[I] report: {write_report(options.out)}")
+    return code
+
+
+def run(specs: list[str], request, image_options, tiling, options: OutputOptions, ray_options, command: str) -> int:
+    """Scan the inputs ``specs`` name into ``options.out`` and return the exit status; ``runtime.calibrate``
+    scans with it too."""
     started = time.perf_counter()
 
     with ExitStack() as stack:
         try:
-            inputs = collect_inputs(args.inputs)
+            inputs = collect_inputs(specs)
             backend = create_backend(request)
             _random_weights_warning(request, backend)
             if ray_options is not None:  # the model runs on the actors; the backend here names what they run
@@ -230,12 +270,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 where = f"{options.workers} decoding threads"
-            check_settings(options.out, request, backend, tiling, image_options, options.threshold)
+            check_settings(options.out, request, backend, tiling, image_options, options.decision)
+            record_command(options.out, command)
         except (TruForError, ValueError, OSError) as error:
             _warn(f"[E] {error}")
             _warn(f"[E] FAILED | Command: {command}")
             return EXIT_USAGE
-        for folder in ("maps", "overlays"):
+        for folder in OUTPUT_FILES:
             for path in remove_stale_temps(options.out / folder):
                 _log(f"[I] removed {path}, left by an interrupted run")
         results_path = options.out / "results.jsonl"

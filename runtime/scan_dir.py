@@ -1,19 +1,23 @@
-"""Guards on a scan's output folder: one writer at a time, and no mixing of results from different settings."""
+"""Guards on a scan's output folder: one writer at a time, no mixing of results from different settings,
+and the commands that wrote it (``commands.jsonl``, for the report)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from reference.errors import TruForError
 from reference.outputs import atomic_write
 
 from .backends import BackendRequest
+from .decision import DecisionRule
 from .runners.base import Backend
 from .tiling import TilingConfig
 
 SETTINGS_FILE = "scan.json"
 LOCK_FILE = ".scan.lock"
+COMMANDS_FILE = "commands.jsonl"
 
 
 class ScanDirLock:
@@ -58,7 +62,7 @@ def _model_identity(request: BackendRequest, backend: Backend) -> str:
     return f"artifacts {request.artifacts.resolve()} ({source})"
 
 
-def settings(request, backend, tiling: TilingConfig, image_options, threshold: float) -> dict:
+def settings(request, backend, tiling: TilingConfig, image_options, decision: DecisionRule) -> dict:
     """Everything that changes a row's numbers; rows made with other settings must not be mixed in."""
     return {
         "backend": backend.name,
@@ -69,14 +73,16 @@ def settings(request, backend, tiling: TilingConfig, image_options, threshold: f
         "tile_overlap": tiling.overlap_for(backend.tile_size),
         "tile_window": tiling.window,
         "exif_transpose": image_options.exif_transpose,
-        "threshold": threshold,
+        **decision.settings(),
     }
 
 
-def check_settings(folder: Path, request, backend, tiling, image_options, threshold: float) -> None:
-    """Record the settings on the first run; refuse to resume with different ones, naming each difference."""
+def check_settings(folder: Path, request, backend, tiling, image_options, decision: DecisionRule) -> None:
+    """Record the settings on the first run; refuse to resume with different ones, naming each difference,
+    and a threshold calibrated on another model."""
     path = folder / SETTINGS_FILE
-    current = settings(request, backend, tiling, image_options, threshold)
+    current = settings(request, backend, tiling, image_options, decision)
+    decision.check_model(current["model"])
     if path.exists():
         try:
             recorded = json.loads(path.read_text())
@@ -96,3 +102,24 @@ def check_settings(folder: Path, request, backend, tiling, image_options, thresh
             )
     text = json.dumps(current, indent=2) + "\n"
     atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def record_command(folder: Path, command: str) -> None:
+    """Append this run's command line to ``commands.jsonl``: the report shows what made the results."""
+    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command})
+    with open(folder / COMMANDS_FILE, "a", encoding="utf-8") as file:
+        file.write(line + "\n")
+
+
+def read_commands(folder: Path) -> list[dict]:
+    """The recorded runs, oldest first (lines that do not parse are skipped)."""
+    path = folder / COMMANDS_FILE
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            runs.append(json.loads(line))
+        except ValueError:
+            continue
+    return runs

@@ -17,8 +17,9 @@ from reference.errors import TruForError
 from reference.inputs import InputFile
 from reference.result import TruForResult
 
+from .decision import DECISION_FIELDS, DecisionRule
 from .decode import Decoded
-from .outputs import save_maps, save_overlay
+from .outputs import save_maps, save_overlay, save_thumbnail
 from .predictor import Predictor
 from .records import OK
 from .runners.base import Backend
@@ -29,15 +30,24 @@ class OutputOptions:
     out: Path
     save_maps: bool
     overlays: bool
-    threshold: float
+    decision: DecisionRule
     retry_errors: bool
     workers: int
+    thumbnails: bool = False  # for the report: image, map and confidence side by side
 
     def map_path(self, item: InputFile) -> Path:
-        return self.out / "maps" / f"{item.relpath}.npz"
+        return output_path(self.out, "maps", item.relpath)
 
     def overlay_path(self, item: InputFile) -> Path:
-        return self.out / "overlays" / f"{item.relpath}.png"
+        return output_path(self.out, "overlays", item.relpath)
+
+
+OUTPUT_FILES = {"maps": ".npz", "overlays": ".png", "thumbnails": ".jpg"}  # folder -> suffix of per-input files
+
+
+def output_path(out: Path, folder: str, relpath: str) -> Path:
+    """Where a scan into ``out`` keeps an input's file of ``folder`` (one of OUTPUT_FILES)."""
+    return out / folder / f"{relpath}{OUTPUT_FILES[folder]}"
 
 
 def error_row(
@@ -58,9 +68,7 @@ def error_row(
         "error": message,
         "width": width,
         "height": height,
-        "score": None,
-        "forged": None,
-        "forged_fraction": None,
+        **dict.fromkeys(DECISION_FIELDS),
         "mode": mode,
         "backend": backend.name,
         "precision": backend.precision,
@@ -111,6 +119,8 @@ class Scanner:
             save_maps(self.options.map_path(item), result)
         if self.options.overlays:
             save_overlay(self.options.overlay_path(item), image.rgb, result)
+        if self.options.thumbnails:
+            save_thumbnail(output_path(self.options.out, "thumbnails", item.relpath), image.rgb, result)
         height, width = result.map.shape
         backend = self.predictor.backend
         return {
@@ -120,9 +130,7 @@ class Scanner:
             "error": None,
             "width": width,
             "height": height,
-            "score": float(result.score),
-            "forged": bool(result.score > self.options.threshold),
-            "forged_fraction": float(np.count_nonzero(result.map > 0.5) / result.map.size),
+            **self.options.decision.row_fields(result),
             "mode": self.predictor.mode(height, width),
             "backend": backend.name,
             "precision": backend.precision,

@@ -26,6 +26,7 @@ from reference.errors import TruForError
 from reference.inputs import collect_inputs
 from runtime import ray_scan
 from runtime.backends import BackendRequest, create_backend
+from runtime.decision import DecisionRule
 from runtime.ray_scan import RayOptions, RayScan, ScanActor
 from runtime.scan import main
 from runtime.scanner import OutputOptions
@@ -132,7 +133,7 @@ class CrashAlways(ScanActor):
 
 def ray_rows(folder: Path, out: Path, checkpoint: Path, actor_class: type) -> list[dict]:
     request = BackendRequest(backend="torch", checkpoint=checkpoint, preset="tiny", tile_size=64, threads=1)
-    options = OutputOptions(out, save_maps=True, overlays=False, threshold=0.5, retry_errors=False, workers=1)
+    options = OutputOptions(out, save_maps=True, overlays=False, decision=DecisionRule(), retry_errors=False, workers=1)
     out.mkdir()
     job = RayScan(
         RayOptions("local", 1), request, create_backend(request), TilingConfig(batch_size=2), ray_scan.ImageOptions(),

@@ -217,6 +217,7 @@ class _NoProgress:
 def test_a_failing_image_in_a_batch_fails_alone(tiny_model, tmp_path, monkeypatch):
     """Scan._infer runs a batch; when it fails, each image runs alone so only the bad one gets an error row."""
     from reference.inputs import InputFile
+    from runtime.decision import DecisionRule
     from runtime.decode import Decoded
     from runtime.predictor import Predictor
     from runtime.records import ResultsWriter
@@ -234,7 +235,7 @@ def test_a_failing_image_in_a_batch_fails_alone(tiny_model, tmp_path, monkeypatc
         return original(self, feed)
 
     monkeypatch.setattr(TorchBackend, "_whole", flaky)
-    options = OutputOptions(tmp_path, False, False, 0.5, False, 1)
+    options = OutputOptions(tmp_path, False, False, DecisionRule(), False, 1)
     batch = [Decoded(InputFile(tmp_path / f"{i}.png", f"{i}.png"), rgb, None, 0.0) for i, rgb in enumerate(images)]
     with Predictor(TorchBackend(tiny_model)) as predictor, ResultsWriter(tmp_path / "results.jsonl") as writer:
         scan_loop = Scan(predictor, options, writer, progress=_NoProgress())

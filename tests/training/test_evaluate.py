@@ -11,6 +11,7 @@ import torch
 from training_helpers import write_pairs
 
 from benchmarks.evaluate import evaluate, format_table, main
+from benchmarks.perturb import parse_perturbations
 from reference import build_trufor
 from training.data.datasets import open_file_dataset
 
@@ -50,19 +51,48 @@ def test_mean_row_sums_counts_and_averages_metrics(tmp_path):
     assert mean["benco_px_f1"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-6)  # per-dataset means, averaged
 
 
+def bright_pixels(image):
+    """A predictor that sees the forged square: write_pairs paints it at 250 on noise."""
+    bright = (image >= 245).all(axis=2)
+    return SimpleNamespace(map=bright.astype(np.float32), score=float(bright.mean() > 0.05))
+
+
+def test_every_metric_under_each_perturbation_in_one_table(tmp_path):
+    dataset = open_file_dataset(str(write_pairs(tmp_path / "set", count=3, size=64, pristine=2)))
+    perturbations = parse_perturbations(["jpeg:90,30", "resize:0.5", "blur:1.5", "noise:2"])
+    results = evaluate(bright_pixels, [dataset], perturbations=perturbations)
+    clean = results["datasets"][dataset.name]
+    assert clean["px_f1_05"] == pytest.approx(1.0) and clean["img_auc"] == 1.0
+    runs = {label: run["datasets"][dataset.name] for label, run in results["perturbations"].items()}
+    assert list(runs) == ["jpeg:90", "jpeg:30", "resize:0.5", "blur:1.5", "noise:2"]
+    for label, summary in runs.items():
+        assert summary["images"] == 5 and summary["forged"] == 3 and set(summary) == set(clean), label
+    assert runs["jpeg:30"]["px_f1_05"] < runs["jpeg:90"]["px_f1_05"] <= 1.0, "stronger compression, worse map"
+    assert runs["resize:0.5"]["px_f1_05"] == pytest.approx(1.0), "the half-size map, resized back, lies on the mask"
+    # Blur smears only the square's edges: the official border band hides them, BenCo's metric counts them.
+    # BenCo averages over all 5 images, the 2 pristine ones scoring 0: a perfect map gives 3/5.
+    assert clean["benco_px_f1"] == pytest.approx(3 / 5)
+    assert runs["blur:1.5"]["px_f1_05"] == pytest.approx(1.0) and runs["blur:1.5"]["benco_px_f1"] < 0.9 * 3 / 5
+    assert runs["noise:2"]["benco_px_f1"] > 0.99 * 3 / 5
+    lines = format_table(results).splitlines()
+    assert lines[0].startswith("| perturbation | dataset") and len(lines) == 2 + 6
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["none", *runs]
+
+
 def test_cli_with_the_torch_backend(tmp_path, capsys):
     data = write_pairs(tmp_path / "set", count=2, pristine=1)
     torch.manual_seed(0)
     torch.save({"epoch": 1, "state_dict": build_trufor("tiny").state_dict()}, tmp_path / "tiny.pth.tar")
     out = tmp_path / "results.json"
     code = main(["--data", str(data), "--backend", "torch", "--checkpoint", str(tmp_path / "tiny.pth.tar"),
-                 "--preset", "tiny", "--json", str(out), "--threads", "1"])
+                 "--preset", "tiny", "--json", str(out), "--threads", "1", "--perturb", "jpeg:50", "resize:0.75"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| dataset" in printed and "torch (" in printed
     results = json.loads(out.read_text())
     summary = next(iter(results["datasets"].values()))
     assert summary["images"] == 3 and summary["forged"] == 2 and 0 <= summary["px_f1_best"] <= 1
+    assert list(results["perturbations"]) == ["jpeg:50", "resize:0.75"] and "| resize:0.75 " in printed
 
 
 @pytest.mark.parametrize(
@@ -71,6 +101,7 @@ def test_cli_with_the_torch_backend(tmp_path, capsys):
         (["--backend", "onnxruntime"], "needs --artifacts"),
         (["--backend", "torch"], "needs --checkpoint"),
         (["--backend", "torch", "--checkpoint", "x", "--artifacts", "y"], "--artifacts is for --backend onnxruntime"),
+        (["--backend", "torch", "--random-weights", "--perturb", "jpeg:0"], "--perturb: jpeg value '0'"),
     ],
 )
 def test_cli_usage_errors(tmp_path, argv, message, capsys):
