@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, help="iterations between log lines (default 10)")
     run.add_argument("--save-every", type=int, help="also save last.pth.tar every N iterations (default: epoch ends)")
     run.add_argument("--val-every", type=int, help="validate every N epochs (default 1; 0 never)")
+    run.add_argument("--best-key", help="validation metric that selects best.pth.tar, higher is better "
+                     "(default: the phase's official one: nn_acc, avg_p-F1_smooth, avg_img_bacc)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--preset", choices=sorted(PRESETS), help="architecture (default trufor)")

@@ -39,6 +39,7 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # also save "last" every N iterations (0: at epoch ends only)
     val_every: int = 1  # validate every N epochs (0: never)
+    best_key: str | None = None  # validation metric that picks best.pth.tar; default: the phase's official one
     # model
     preset: str = "trufor"
     init: str | None = None  # weights to start from (phase 3: the phase-2 checkpoint)

@@ -196,6 +196,7 @@ def train(config: TrainConfig, phase_type: type[Phase]) -> TrainResult:
         iteration, best_value = int(checkpoint["iteration"]), checkpoint.get("best_value")
         messages.append(f"resumed from {run_dir / LAST} at iteration {iteration}")
         train_log.write({"event": "resume", "iteration": iteration})
+    best_key = config.best_key or phase.best_key
     per_epoch = phase.iterations_per_epoch()
     total = config.iterations or config.epochs * per_epoch
     epochs = math.ceil(total / per_epoch)
@@ -209,7 +210,7 @@ def train(config: TrainConfig, phase_type: type[Phase]) -> TrainResult:
         return {
             "epoch": iteration // per_epoch,
             "best_value": best_value,
-            "best_key": phase.best_key,
+            "best_key": best_key,
             "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "iteration": iteration,
@@ -254,7 +255,9 @@ def train(config: TrainConfig, phase_type: type[Phase]) -> TrainResult:
             with torch.no_grad():
                 model.eval()
                 last_metrics = phase.validate(model)
-            value = last_metrics.get(phase.best_key)
+            if best_key not in last_metrics:
+                raise TruForError(f"validation gives no {best_key!r} to select on; it gives {', '.join(sorted(last_metrics))}")
+            value = last_metrics[best_key]
             improved = _better(value, best_value, phase.best_mode)
             if improved:
                 best_value = float(value)
@@ -266,5 +269,5 @@ def train(config: TrainConfig, phase_type: type[Phase]) -> TrainResult:
                 save_checkpoint(run_dir / BEST, payload())
         save_checkpoint(run_dir / LAST, payload())
         window_start, window_iterations = time.perf_counter(), 0
-    print(f"done: {run_dir / LAST}" + (f", best {phase.best_key} {best_value:.4f} in {run_dir / BEST}" if best_value is not None else ""))
+    print(f"done: {run_dir / LAST}" + (f", best {best_key} {best_value:.4f} in {run_dir / BEST}" if best_value is not None else ""))
     return TrainResult(run_dir, iteration, best_value, last_metrics)

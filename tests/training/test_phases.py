@@ -10,6 +10,7 @@ from training_helpers import tiny_config
 
 from reference import build_trufor
 from reference.checkpoint import read_checkpoint
+from reference.errors import TruForError
 from training.loop import (
     BEST,
     LAST,
@@ -132,3 +133,12 @@ def test_poly_schedule_per_iteration(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     expected = [0.01 * (1 - i / 4) ** 0.9 for i in range(4)]
     assert [row["lr"] for row in rows] == pytest.approx(expected)
+
+
+def test_best_key_picks_the_selection_metric_and_must_exist(tmp_path):
+    result = train(tiny_config(tmp_path / "ok", 2, best_key="avg_px_f1_05"))
+    assert read_checkpoint(tmp_path / "ok" / BEST)["best_key"] == "avg_px_f1_05"
+    logged = [json.loads(line)["avg_px_f1_05"] for line in open(tmp_path / "ok" / "val_log.jsonl")]
+    assert result.best_value == pytest.approx(max(logged))
+    with pytest.raises(TruForError, match="no 'no_such_metric' to select on; it gives .*nn_acc"):
+        train(tiny_config(tmp_path / "bad", 1, best_key="no_such_metric"))
