@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.errors import BackendUnavailableError
+from export.errors import BackendUnavailableError
 
 from .importer import LazyModule, lazy_import
 

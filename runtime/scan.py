@@ -26,9 +26,10 @@ from reference.errors import TruForError
 from reference.inputs import InputFile, collect_inputs
 
 from . import ray_scan
-from .args import ImageArgs, ModelArgs, TilingArgs, UsageError
+from .args import ImageArgs, ModelArgs, TilingArgs
 from .backends import cpu_count, create_backend
 from .decode import DONE, EMPTY, Decoded, DecodePool
+from .errors import UsageError
 from .outputs import remove_stale_temps
 from .predictor import Predictor
 from .records import OK, ResultsWriter, read_latest
@@ -183,15 +184,9 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _random_weights_warning(request, backend) -> None:
-    manifest = getattr(backend, "manifest", None)
-    if backend.name == "torch" and request.checkpoint is None:
-        what = f"--preset {request.preset} without --checkpoint runs"
-    elif manifest is not None and manifest.checkpoint is None:
-        what = f"{manifest.path} was exported without a checkpoint: it holds"
-    elif backend.name == "triton" and not backend.parameters["tile"].get("checkpoint_sha256"):
-        what = f"the models of the Triton server at {backend.url} were exported without a checkpoint: they hold"
-    else:
+def _random_weights_warning(backend) -> None:
+    what = backend.identity.random_weights
+    if what is None:
         return
     bar = "!" * 78
     _warn(
@@ -216,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             inputs = collect_inputs(args.inputs)
             backend = create_backend(request)
-            _random_weights_warning(request, backend)
+            _random_weights_warning(backend)
             if ray_options is not None:  # the model runs on the actors; the backend here names what they run
                 stack.enter_context(ray_scan.connect(ray_options))
                 job = ray_scan.RayScan(ray_options, request, backend, tiling, image_options, options)
@@ -230,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 where = f"{options.workers} decoding threads"
-            check_settings(options.out, request, backend, tiling, image_options, options.threshold)
+            check_settings(options.out, backend, tiling, image_options, options.threshold)
         except (TruForError, ValueError, OSError) as error:
             _warn(f"[E] {error}")
             _warn(f"[E] FAILED | Command: {command}")

@@ -11,10 +11,10 @@ import pytest
 from engines import _trt, build, loaders
 from engines.artifacts import index_path, read_index
 from engines.build import EngineBuildConfig, build_engines, profiles_for
-from engines.cache import EngineCacheError, sidecar_path
-from reference.errors import EngineBuildError
-from runtime.cuda import DeviceInfo
-
+from engines.cache import sidecar_path
+from engines.cuda import DeviceInfo
+from engines.errors import EngineBuildError, EngineCacheError
+from export.contract import graph_specs
 from trt_fakes import fake_tensorrt
 
 DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
@@ -97,17 +97,19 @@ def test_timing_cache_is_merged_and_saved_under_a_lock(trt, tmp_path):
 def test_save_engine_writes_atomically(tmp_path):
     path = tmp_path / "sub" / "x.engine"
     assert loaders.save_engine(b"abc", path) == b"abc"
-    assert path.read_bytes() == b"abc" and not (tmp_path / "sub" / "x.engine.tmp").exists()
+    assert path.read_bytes() == b"abc" and [p.name for p in path.parent.iterdir()] == ["x.engine"]
 
 
 def test_profiles_from_manifest_shapes():
+    specs = graph_specs(512)
     config = EngineBuildConfig(max_height=1536, max_width=2048, opt_height=768, opt_width=1024, max_batch=2)
-    whole = profiles_for({"image": {"shape": ["batch", "height", "width", 3]}}, config.dims("whole"), 2)
+    whole = profiles_for(specs["whole"].inputs, config.dims("whole"), 2)
     assert whole == [{"image": ((1, 29, 29, 3), (1, 768, 1024, 3), (2, 1536, 2048, 3))}] * 2
-    tile = profiles_for({"image": {"shape": ["batch", 512, 512, 3]}}, config.dims("tile"), 1)
+    tile = profiles_for(specs["tile"].inputs, config.dims("tile"), 1)
     assert tile == [{"image": ((1, 512, 512, 3), (4, 512, 512, 3), (8, 512, 512, 3))}]
-    score = profiles_for({"loc_logits": {"shape": [1, 2, "height", "width"]}}, EngineBuildConfig(max_score_side=2000).dims("score"), 1)
-    assert score == [{"loc_logits": ((1, 2, 29, 29), (1, 2, 2000, 2000), (1, 2, 2000, 2000))}]
+    score = profiles_for(specs["score"].inputs, EngineBuildConfig(max_score_side=2000).dims("score"), 1)
+    assert score == [{name: ((1, c, 29, 29), (1, c, 2000, 2000), (1, c, 2000, 2000))
+                      for name, c in (("loc_logits", 2), ("conf_logits", 1))}]
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -121,12 +123,8 @@ def test_build_config_refuses_bad_settings(settings, message):
 
 
 def fake_manifest(tmp_path):
-    shapes = {"whole": {"image": {"shape": ["batch", "height", "width", 3]}},
-              "tile": {"image": {"shape": ["batch", 64, 64, 3]}},
-              "score": {"loc_logits": {"shape": [1, 2, "height", "width"]},
-                        "conf_logits": {"shape": [1, 1, "height", "width"]}}}
-    entries = {kind: SimpleNamespace(path=onnx_file(tmp_path, f"trufor_{kind}.fp16.onnx"), sha256=kind * 8, inputs=inputs)
-               for kind, inputs in shapes.items()}
+    entries = {kind: SimpleNamespace(path=onnx_file(tmp_path, f"trufor_{kind}.fp16.onnx"), sha256=kind * 8, spec=spec)
+               for kind, spec in graph_specs(64).items()}
     return SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__)
 
 
@@ -167,7 +165,7 @@ def test_failed_build_leaves_no_sidecar(trt, tmp_path):
 
 
 def test_cli_without_tensorrt_exits_2(tmp_path, monkeypatch, capsys):
-    from reference.errors import BackendUnavailableError
+    from export.errors import BackendUnavailableError
 
     monkeypatch.setattr(build, "build_engines", lambda *a, **k: (_ for _ in ()).throw(BackendUnavailableError("no TRT")))
     monkeypatch.setattr("export.manifest.load_manifest", lambda *a, **k: None)

@@ -101,7 +101,7 @@ def test_builder_names_exist_in_the_bindings_library():
 
 
 def test_cuda_names_exist_in_cuda_python():
-    from runtime.cuda import cudart
+    from engines.cuda import cudart
 
     if not cudart.is_importable:
         pytest.skip(f"cuda-python is not importable here ({cudart.import_error})")

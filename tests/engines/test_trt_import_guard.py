@@ -10,7 +10,7 @@ import pytest
 
 from engines import _trt
 from engines.importer import lazy_import
-from reference.errors import BackendUnavailableError
+from export.errors import BackendUnavailableError
 
 
 def test_lazy_import_fails_on_first_use_with_the_reason():

@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from reference.errors import ArtifactError, TruForError
-from runtime.runners.base import BaseRunner, graph_io
+from export.errors import ArtifactError
+from reference.errors import TruForError
+from export.contract import graph_specs
+from runtime.runners.base import BaseRunner
 from runtime.runners.trt_runner import TrtRunner
 
 from trt_fakes import FakeDeviceBuffer, FakeGraph, FakePinnedHostBuffer, FakeWholeEngine, expected_outputs, install_fake_cuda
@@ -22,7 +24,7 @@ def engine(monkeypatch):
 
 
 def runner_for(engine, **kwargs) -> TrtRunner:
-    return TrtRunner("whole", graph_io(64)["whole"], lambda: SimpleNamespace(engine=engine), **kwargs)
+    return TrtRunner(graph_specs(64)["whole"], lambda: SimpleNamespace(engine=engine), **kwargs)
 
 
 def images(batch, height=40, width=48, seed=0):
@@ -82,7 +84,7 @@ def test_out_of_profile_without_fallback_names_the_limit(engine):
 
 class Recording(BaseRunner):
     def __init__(self):
-        super().__init__("whole", graph_io(64)["whole"])
+        super().__init__(graph_specs(64)["whole"])
         self.calls = 0
 
     def infer_impl(self, feed):

@@ -126,7 +126,7 @@ def fake_tensorrt(version="10.9.0.34", plan=b"PLAN-BYTES", parse_errors=(), inpu
     )
 
 
-# --- CUDA runtime (runtime.cuda) -----------------------------------------------------------------
+# --- CUDA runtime (engines.cuda) -----------------------------------------------------------------
 
 _MEMORY: dict[int, bytearray] = {}
 _IDS = itertools.count(1 << 20, 4096)
@@ -202,7 +202,7 @@ def _copy(dst, src, nbytes, stream):
 
 
 def install_fake_cuda(monkeypatch):
-    from runtime import cuda
+    from engines import cuda
 
     FakeDeviceBuffer.live, FakePinnedHostBuffer.live, FakeGraph.captures = [], [], 0
     for name, value in {"DeviceBuffer": FakeDeviceBuffer, "PinnedHostBuffer": FakePinnedHostBuffer,

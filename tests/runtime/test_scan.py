@@ -296,7 +296,9 @@ def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_ch
         (["--backend", "torch", "--precision", "fp16"], "was given without --device cuda"),
         (["--backend", "torch", "--device", "cuda", "--precision", "int8"], "--precision int8 was given;"),
         (["--backend", "onnxruntime", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only"),
-        (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend onnxruntime only"),
+        (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend tensorrt or onnxruntime only, "
+         "but --backend torch was given; pass --checkpoint FILE for torch"),
+        (["--checkpoint", "w.pth", "--artifacts", "a/"], "--artifacts and --checkpoint name two different models (--artifacts: --backend tensorrt or onnxruntime; --checkpoint: --backend torch)"),
         (["--threshold", "1.5"], "--threshold must be within"),
         (["--tile-window", "round"], "invalid choice"),
     ],
