@@ -49,18 +49,21 @@ def test_parser_errors_are_all_listed(trt, tmp_path):
     assert "node 17, name /head/Resize, op Resize: unsupported mode" in message
 
 
-def test_network_is_strongly_typed_on_tensorrt_10(trt, tmp_path):
-    parsed = loaders.network_from_onnx_path(onnx_file(tmp_path))
-    assert trt.module.calls.network_flags == [1 << 5]
-    assert parsed.policy.version == (10, 9, 0)
+@pytest.mark.parametrize("version, flags", [("10.9.0.34", 1 << 5), ("11.0.0.1", 0)])
+def test_the_network_is_strongly_typed_with_the_flag_of_its_version(trt, tmp_path, version, flags):
+    """TensorRT 10 needs the STRONGLY_TYPED creation bit (the fake's enum value is 5); 11 takes no flag."""
+    module = trt(version=version)
+    loaders.network_from_onnx_path(onnx_file(tmp_path))
+    assert module.calls.network_flags == [flags]
 
 
 def test_builder_config_profiles_workspace_and_flags(trt, tmp_path, capsys):
+    module = trt(plan=b"\x00serialized plan\xff")
     profile = {"image": ((1, 64, 64, 3), (4, 64, 64, 3), (8, 64, 64, 3))}
     options = loaders.BuildOptions([profile, profile], workspace_bytes=1 << 30)
     plan = loaders.engine_bytes_from_network(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options)
-    assert plan == b"PLAN-BYTES"
-    config = trt.module.calls.configs[-1]
+    assert plan == b"\x00serialized plan\xff"  # the builder's host memory, as bytes
+    config = module.calls.configs[-1]
     assert config.pool_limits == {"WORKSPACE": 1 << 30}
     assert config.cleared == {"TF32"} and config.flags == set()  # no precision flags: strongly typed
     assert [p.shapes for p in config.profiles] == [profile, profile]
