@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import pytest
 
 from engines import _trt, build, loaders
-from engines.artifacts import index_path, read_index
+from engines.artifacts import index_path, read_index, write_index
 from engines.build import EngineBuildConfig, build_engines, profiles_for
 from engines.cache import sidecar_path
 from engines.cuda import DeviceInfo
 from engines.errors import EngineBuildError, EngineCacheError
 from export.contract import graph_specs
 from trt_fakes import fake_tensorrt
+from trufor_testing import assert_write_is_atomic
 
 DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
 
@@ -97,10 +98,18 @@ def test_timing_cache_is_merged_and_saved_under_a_lock(trt, tmp_path):
     assert (tmp_path / "timing.cache.lock").exists()
 
 
-def test_save_engine_writes_atomically(tmp_path):
-    path = tmp_path / "sub" / "x.engine"
-    assert loaders.save_engine(b"abc", path) == b"abc"
-    assert path.read_bytes() == b"abc" and [p.name for p in path.parent.iterdir()] == ["x.engine"]
+def test_plans_indexes_and_timing_caches_are_written_atomically(trt, tmp_path, monkeypatch):
+    plan = tmp_path / "x.engine"
+    assert_write_is_atomic(monkeypatch, plan, lambda: loaders.save_engine(b"abc", plan))
+    assert plan.read_bytes() == b"abc"
+    index = index_path(tmp_path, "fp16")
+    assert_write_is_atomic(monkeypatch, index, lambda: write_index(tmp_path, "fp16", {"tile": {}}, {}, "now"))
+    assert read_index(tmp_path, "fp16")["engines"] == {"tile": {}}
+    cache = tmp_path / "timing.cache"
+    (tmp_path / "timing.cache.lock").touch()  # the build's lock file, which stays
+    options = loaders.BuildOptions([{"image": ((1, 64, 64, 3),) * 3}])
+    build = loaders.EngineBytesFromNetwork(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options, cache)
+    assert_write_is_atomic(monkeypatch, cache, build)
 
 
 def test_profiles_from_manifest_shapes():

@@ -10,6 +10,7 @@ import pytest
 from export.contract import FORMAT_VERSION, MIN_SIDE, PREPROCESSING, graph_specs
 from export.errors import ArtifactError
 from export.manifest import file_entry, load_manifest, manifest_data, manifest_path, write_manifest
+from trufor_testing import assert_write_is_atomic
 
 
 def _fake_artifacts(folder, precision="fp32"):
@@ -102,3 +103,20 @@ def test_another_contract_is_refused(tmp_path, key, value):
     with pytest.raises(ArtifactError, match=f"another graph contract \\({key} .*this code.*re-export"):
         load_manifest(tmp_path, "fp32")
 
+
+def test_manifests_and_graphs_are_written_atomically(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.onnx_export import save_model
+
+    data = _fake_artifacts(tmp_path)
+    path = manifest_path(tmp_path, "fp32")
+    assert_write_is_atomic(monkeypatch, path, lambda: write_manifest(path, data))
+    assert load_manifest(tmp_path, "fp32").created == data["created"]
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    graph_path = tmp_path / "g.onnx"
+    assert_write_is_atomic(monkeypatch, graph_path, lambda: save_model(graph, graph_path))
+    assert onnx.load(str(graph_path)) == graph

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from rt_helpers import noise_image
+from trufor_testing import assert_write_is_atomic
 
 from runtime.runners.torch_runner import TorchBackend
 from runtime.scan import main
@@ -279,6 +280,16 @@ def test_torn_last_line_is_ignored_and_cut_before_appending(tmp_path, tiny_check
         file.write('{"path": "x", "relpath": "1.png", "sta')  # a write cut short by kill -9
     assert scan([folder], out, tiny_checkpoint) == 0
     assert [r["relpath"] for r in rows(out)] == ["0.png", "1.png"]
+
+
+def test_settings_are_written_atomically(tmp_path, torch_backend, monkeypatch):
+    from runtime.decode import ImageOptions
+    from runtime.scan_dir import SETTINGS_FILE, check_settings
+    from runtime.tiling import TilingConfig
+
+    path = tmp_path / SETTINGS_FILE
+    assert_write_is_atomic(monkeypatch, path, lambda: check_settings(tmp_path, torch_backend, TilingConfig(), ImageOptions(), 0.5))
+    assert json.loads(path.read_text())["model"] == torch_backend.identity.description
 
 
 def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_checkpoint, capsys):
