@@ -15,12 +15,12 @@ from reference.config import PRESETS
 from reference.image import DEFAULT_MAX_PIXELS
 
 from .backends import (
-    BACKEND_CHOICES,
     DEFAULT_ARTIFACTS,
     DEFAULT_SERVER_URL,
     BackendRequest,
     backend_help,
     check_request,
+    choices,
     cpu_count,
     readers,
 )
@@ -49,7 +49,7 @@ class ModelArgs:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("model and backend")
-        group.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=backend_help())
+        group.add_argument("--backend", default="auto", choices=choices(), help=backend_help())
         group.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="(default: %(default)s)")
 
         def model_flag(flag: str, text: str, **kwargs) -> None:

@@ -27,10 +27,18 @@ BACKENDS: dict[str, type[Backend]] = {
         TritonBackend,
     )
 }
-BACKEND_CHOICES = ("auto", *BACKENDS)
-AUTO = tuple(backend for backend in BACKENDS.values() if backend.auto)
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "DEFAULT_ARTIFACTS", "DEFAULT_SERVER_URL", "BackendRequest",
-           "check_request", "choose_backend", "cpu_count", "create_backend"]
+__all__ = ["BACKENDS", "DEFAULT_ARTIFACTS", "DEFAULT_SERVER_URL", "BackendRequest", "check_request", "choices",
+           "choose_backend", "cpu_count", "create_backend"]
+
+
+def choices() -> tuple[str, ...]:
+    """--backend's choices."""
+    return ("auto", *BACKENDS)
+
+
+def auto_candidates() -> list[type[Backend]]:
+    """What ``auto`` tries, in order."""
+    return [backend for backend in BACKENDS.values() if backend.auto]
 
 
 def readers(flag: str) -> str:
@@ -40,7 +48,7 @@ def readers(flag: str) -> str:
 
 
 def backend_help() -> str:
-    auto = ", then ".join(f"{backend.name} ({backend.summary})" for backend in AUTO)
+    auto = ", then ".join(f"{backend.name} ({backend.summary})" for backend in auto_candidates())
     named = "; or ".join(f"{b.name} ({b.summary})" for b in BACKENDS.values() if not b.auto)
     return f"auto (default) takes the fastest one usable here: {auto}" + (f"; or {named}, never chosen by auto" if named else "")
 
@@ -58,12 +66,13 @@ def check_request(request: BackendRequest, given: list[str]) -> None:
         if problem:
             raise UsageError(f"--backend {backend.name} {problem}")
         return
-    if any(set(given) <= set(backend.flags) for backend in AUTO):
+    candidates = auto_candidates()
+    if any(set(given) <= set(backend.flags) for backend in candidates):
         return
-    unread = [flag for flag in given if not any(flag in backend.flags for backend in AUTO)]
+    unread = [flag for flag in given if not any(flag in backend.flags for backend in candidates)]
     if unread:
         raise UsageError(f"{unread[0]} is read by --backend {readers(unread[0])} only, but --backend auto was given "
-                         f"(it picks among {', '.join(b.name for b in AUTO)}); pass --backend {readers(unread[0])}")
+                         f"(it picks among {', '.join(b.name for b in candidates)}); pass --backend {readers(unread[0])}")
     raise UsageError(
         f"{' and '.join(given)} name two different models ("
         + "; ".join(f"{flag}: --backend {readers(flag)}" for flag in given)
@@ -91,7 +100,7 @@ def choose_backend(request: BackendRequest) -> type[Backend]:
             raise BackendUnavailableError(f"--backend {backend.name} cannot run: {reason}")
         return backend
     reasons = []
-    for backend in AUTO:
+    for backend in auto_candidates():
         reason = backend.usage_problem(request) or backend.unavailable(request)
         if reason is None:
             return backend

@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import types
 
 import pytest
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is not installed "
                          "(pip install -e '.[triton]')")
 
-from engines.artifacts import engine_path, write_index  # noqa: E402
-from engines.build import EngineBuildConfig, profiles_for  # noqa: E402
-from engines.cache import make_key, write_sidecar  # noqa: E402
-from engines.triton import main as engines_triton_main  # noqa: E402
-from engines.triton import plan_models  # noqa: E402
+from engines.build import EngineBuildConfig  # noqa: E402
 from export.build import EXIT_OK, main, parse_args  # noqa: E402
 from export.contract import FORMAT_VERSION  # noqa: E402
 from export.manifest import load_manifest  # noqa: E402
 from export.triton import README_NAME, TritonOptions, read_config, write_repository  # noqa: E402
 from export.triton import main as triton_main  # noqa: E402
 from export.errors import ArtifactError  # noqa: E402
+from trt_fakes import GPU, fake_engines  # noqa: E402
 
-GPU = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 DTYPES = {"uint8": pb.TYPE_UINT8, "float32": pb.TYPE_FP32}
 
 
@@ -85,21 +80,6 @@ def test_unknown_fields_fail_the_schema(tmp_path):
         read_config(path)
 
 
-def fake_engines(folder, precision: str, graphs=("whole", "tile", "score"), onnx_sha256=None) -> None:
-    """Plans (arbitrary bytes) with the sidecars and index engines.build writes; no TensorRT needed."""
-    manifest = load_manifest(folder, precision)
-    settings = EngineBuildConfig()
-    for graph in graphs:
-        entry = manifest.graph(graph)
-        profiles = profiles_for(entry.spec.inputs, settings.dims(graph), settings.profile_count(graph))
-        profiles = [{n: [list(s) for s in shapes] for n, shapes in p.items()} for p in profiles]
-        plan = engine_path(entry.path)
-        plan.write_bytes(b"not a real plan " + graph.encode())
-        write_sidecar(plan, make_key(graph, precision, onnx_sha256 or entry.sha256, "10.13.2.6", GPU, profiles, {}))
-    write_index(folder, precision, {g: {"file": engine_path(manifest.graph(g).path).name} for g in graphs},
-                settings.settings(), "now")
-
-
 def test_plans_are_gpu_models_with_one_instance_group_per_profile(artifacts_dir, tmp_path, capsys):
     """python -m export.triton writes the ONNX models and has python -m engines.triton add the plans."""
     folder = shutil.copytree(artifacts_dir("fp32"), tmp_path / "artifacts")
@@ -125,16 +105,6 @@ def test_plans_are_gpu_models_with_one_instance_group_per_profile(artifacts_dir,
     assert list(tile.dynamic_batching.preferred_batch_size) == [settings.opt_tile_batch, settings.max_tile_batch]
     assert [list(g.profile) for g in score.instance_group] == [["0"]]
     assert "`trufor_tile_fp32_trt` (tensorrt_plan)" in (tmp_path / "repo" / README_NAME).read_text()
-
-
-def test_plans_of_another_graph_are_refused(artifacts_dir, tmp_path, capsys):
-    folder = shutil.copytree(artifacts_dir("fp32"), tmp_path / "artifacts")
-    fake_engines(folder, "fp32", graphs=("tile",), onnx_sha256="0" * 64)
-    with pytest.raises(ArtifactError, match="was built from another tile graph .* rebuild it with: python -m engines.build"):
-        plan_models(load_manifest(folder, "fp32"))
-    assert engines_triton_main(["--artifacts", str(folder), "--precision", "fp32", "--out", str(tmp_path / "repo")]) == 1
-    assert "was built from another tile graph" in capsys.readouterr().err
-    assert not (tmp_path / "repo").exists()
 
 
 def test_precisions_share_a_repository_and_rewrites_replace_only_their_models(artifacts_dir, tmp_path):

@@ -396,3 +396,28 @@ class FakeWholeEngine:
     def create_execution_context(self):
         self.contexts.append(FakeContext(self))
         return self.contexts[-1]
+
+
+# --- engine artifacts: what engines.build leaves beside the graphs -----------------------------------
+
+GPU = SimpleNamespace(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+
+
+def fake_engines(folder, precision: str, graphs=("whole", "tile", "score"), onnx_sha256=None) -> None:
+    """Plans (arbitrary bytes) with the sidecars and index engines.build writes; no TensorRT needed."""
+    from engines.artifacts import engine_path, write_index
+    from engines.build import EngineBuildConfig, profiles_for
+    from engines.cache import make_key, write_sidecar
+    from export.manifest import load_manifest
+
+    manifest = load_manifest(folder, precision)
+    settings = EngineBuildConfig()
+    for graph in graphs:
+        entry = manifest.graph(graph)
+        profiles = profiles_for(entry.spec.inputs, settings.dims(graph), settings.profile_count(graph))
+        profiles = [{n: [list(s) for s in shapes] for n, shapes in p.items()} for p in profiles]
+        plan = engine_path(entry.path)
+        plan.write_bytes(b"not a real plan " + graph.encode())
+        write_sidecar(plan, make_key(graph, precision, onnx_sha256 or entry.sha256, "10.13.2.6", GPU, profiles, {}))
+    write_index(folder, precision, {g: {"file": engine_path(manifest.graph(g).path).name} for g in graphs},
+                settings.settings(), "now")

@@ -41,7 +41,7 @@ from runtime.runners import triton_runner  # noqa: E402
 from export.contract import graph_specs  # noqa: E402
 from runtime.runners.triton_runner import TritonBackend, TritonRunner  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PYTRITON_PYTHON = os.environ.get("TRUFOR_PYTRITON_PYTHON")
 SERVER_START_S = 120
 
