@@ -21,9 +21,8 @@ from typing import Any
 from export.errors import ArtifactError
 from reference.outputs import atomic_write
 
-from .errors import EngineBuildError
-
 from ._trt import builder_module, logger, network_policy, runtime_module
+from .errors import EngineBuildError
 
 # A profile maps each input name to its (min, opt, max) shapes.
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]

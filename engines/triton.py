@@ -10,22 +10,19 @@ batch limits come from its optimization profiles, with one instance group per pr
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from export.contract import GRAPH_NAMES, PRECISION_NAMES
+from export.contract import GRAPH_NAMES
 from export.errors import ArtifactError
 from export.manifest import Manifest, load_manifest
 from export.triton import (
     QUEUE_DELAY_US,
     TritonModel,
     TritonOptions,
-    add_options,
     base_config,
     identity_parameters,
     model_config_pb2,
-    options_from,
+    parse_repository_args,
     write_models,
 )
 from reference.errors import TruForError
@@ -85,16 +82,7 @@ def plan_models(manifest: Manifest, options: TritonOptions = TritonOptions()) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.triton", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifacts", type=Path, required=True, help="folder written by python -m export.build")
-    parser.add_argument("--precision", required=True, choices=PRECISION_NAMES)
-    parser.add_argument("--out", type=Path, required=True, help="the Triton model repository (created or updated)")
-    add_options(parser, "--")
-    args = parser.parse_args(argv)
-    try:
-        options = options_from(vars(args), "")
-    except ValueError as error:
-        parser.error(str(error))
+    args, options = parse_repository_args("python -m engines.triton", __doc__.split("\n\n")[0], argv)
     try:
         manifest = load_manifest(args.artifacts, args.precision)
         models = plan_models(manifest, options)

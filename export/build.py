@@ -31,8 +31,8 @@ from pathlib import Path
 from reference.config import CONF_BN_EPS, PRESETS
 from reference.errors import TruForError
 
-from .errors import BackendUnavailableError, ExportError
 from .contract import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+from .errors import BackendUnavailableError, ExportError
 from .int8 import DEFAULT_SCOPES, SCOPES
 from .manifest import load_manifest
 from .triton import (

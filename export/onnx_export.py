@@ -26,8 +26,8 @@ from torch import nn
 
 from reference.outputs import atomic_write
 
-from .errors import ExportError
 from .contract import OPSET, GraphSpec
+from .errors import ExportError
 
 # ONNX's protobuf limit: larger models need the path-based checker and external data.
 _PROTOBUF_LIMIT = 2**31 - 1

@@ -38,8 +38,8 @@ from google.protobuf import text_format  # protobuf comes with onnx; only the Tr
 from reference.errors import TruForError
 from reference.outputs import atomic_write_text
 
-from .errors import ArtifactError, BackendUnavailableError
 from .contract import GRAPH_NAMES, PRECISIONS
+from .errors import ArtifactError, BackendUnavailableError
 from .manifest import Manifest, load_manifest
 
 MODEL_VERSION = "1"
@@ -270,17 +270,22 @@ def options_from(values: dict, flag_prefix: str = "triton_") -> TritonOptions:
     return TritonOptions(**{name: values[flag_prefix + name] for name in TritonOptions.__dataclass_fields__})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.triton", description=__doc__.split("\n\n")[0])
+def parse_repository_args(prog: str, description: str, argv: list[str] | None) -> tuple[argparse.Namespace, TritonOptions]:
+    """The command line of this module and of ``python -m engines.triton``: artifacts, precision, repository, options."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--artifacts", type=Path, required=True, help="folder written by python -m export.build")
     parser.add_argument("--precision", required=True, choices=list(PRECISIONS))
     parser.add_argument("--out", type=Path, required=True, help="the Triton model repository (created or updated)")
     add_options(parser, "--")
     args = parser.parse_args(argv)
     try:
-        options = options_from(vars(args), "")
+        return args, options_from(vars(args), "")
     except ValueError as error:
         parser.error(str(error))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, options = parse_repository_args("python -m export.triton", __doc__.split("\n\n")[0], argv)
     try:
         names = write_repository(load_manifest(args.artifacts, args.precision), args.out, options)
         add_engine_plans(args.artifacts, args.precision, args.out, options)

@@ -15,8 +15,8 @@ from .errors import UsageError
 from .runners.base import DEFAULT_ARTIFACTS, DEFAULT_SERVER_URL, Backend, BackendRequest, cpu_count
 from .runners.ort_runner import OrtBackend
 from .runners.torch_runner import TorchBackend
-from .runners.trt_backend import TensorRTBackend
 from .runners.triton_runner import TritonBackend
+from .runners.trt_backend import TensorRTBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     backend.name: backend
@@ -27,8 +27,10 @@ BACKENDS: dict[str, type[Backend]] = {
         TritonBackend,
     )
 }
-__all__ = ["BACKENDS", "DEFAULT_ARTIFACTS", "DEFAULT_SERVER_URL", "BackendRequest", "check_request", "choices",
-           "choose_backend", "cpu_count", "create_backend"]
+__all__ = [  # with what the CLIs take from runners.base through here
+    "BACKENDS", "DEFAULT_ARTIFACTS", "DEFAULT_SERVER_URL", "BackendRequest", "auto_candidates", "backend_help",
+    "build_command", "check_request", "choices", "choose_backend", "cpu_count", "create_backend", "readers",
+]  # fmt: skip
 
 
 def choices() -> tuple[str, ...]:

@@ -15,14 +15,15 @@ import pytest
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is not installed "
                          "(pip install -e '.[triton]')")
 
+from trt_fakes import GPU, fake_engines  # noqa: E402
+
 from engines.build import EngineBuildConfig  # noqa: E402
 from export.build import EXIT_OK, main, parse_args  # noqa: E402
 from export.contract import FORMAT_VERSION  # noqa: E402
+from export.errors import ArtifactError  # noqa: E402
 from export.manifest import load_manifest  # noqa: E402
 from export.triton import README_NAME, TritonOptions, read_config, write_repository  # noqa: E402
 from export.triton import main as triton_main  # noqa: E402
-from export.errors import ArtifactError  # noqa: E402
-from trt_fakes import GPU, fake_engines  # noqa: E402
 
 DTYPES = {"uint8": pb.TYPE_UINT8, "float32": pb.TYPE_FP32}
 
