@@ -25,6 +25,7 @@ from .cache import (
     read_sidecar,
     sidecar_path,
 )
+from .cuda import device_info
 from .errors import EngineCacheError
 
 INDEX_PATTERN = "engines.{precision}.json"
@@ -91,8 +92,6 @@ def _runtime_version(version_compatible: bool) -> str:
 
 def load_engine(manifest, graph: str, device=None):
     """``LoadedEngine`` for ``graph`` after checking its sidecar and plan hash against this machine."""
-    from .cuda import device_info
-
     from .loaders import EngineFromPath
 
     device = device if device is not None else device_info()

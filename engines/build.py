@@ -30,6 +30,7 @@ from reference.errors import TruForError
 
 from .artifacts import engine_path, rebuild_command, write_index
 from .cache import check_engine, make_key, sidecar_path, write_sidecar
+from .cuda import device_info
 from .errors import EngineCacheError
 from .loaders import BuildOptions, EngineBytesFromNetwork, NetworkFromOnnxPath, SaveEngine, log
 
@@ -118,7 +119,6 @@ def build_engines(manifest, config: EngineBuildConfig | None = None, *, device=N
     ``settings`` are EngineBuildConfig fields (max_height=..., rebuild=True, ...).
     """
     from export.manifest import utc_now
-    from .cuda import device_info
 
     from ._trt import builder_module
 

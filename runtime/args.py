@@ -1,6 +1,6 @@
 """Reusable argument groups: each adds its flags to a parser and parses them into a frozen object.
 
-A CLI composes the groups it needs (``runtime.scan`` uses all of them; ``export.build`` can share
+A CLI composes the groups it needs (``runtime.scan`` uses all of them, ``benchmarks.tiling_vs_whole``
 ``ModelArgs``). ``parse`` raises ``UsageError`` naming both sides of a conflict; the CLI turns it
 into argparse's usage error (exit status 2).
 """
@@ -59,7 +59,7 @@ class ModelArgs:
         model_flag("--checkpoint", "official-format weights (trufor.pth.tar)", type=Path)
         model_flag("--preset", "model variant for --checkpoint (default trufor); alone it means RANDOM weights, "
                    "for testing", choices=sorted(PRESETS))
-        model_flag("--device", "torch device: cpu (default), cuda, cuda:N")
+        model_flag("--device", "device to run on: cpu (default), cuda, cuda:N")
         model_flag("--threads", f"intra-op threads (default: all {cpu_count()} cores)", type=_positive)
         model_flag("--tile-size", f"tile side (default {DEFAULT_TILE}); backends that load artifacts take it from "
                    "them", type=_positive)
