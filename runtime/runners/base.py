@@ -186,7 +186,7 @@ class Backend:
         return self.runners["score"]
 
     def describe(self) -> str:
-        return f"{self.name} ({self.precision}, tile {self.tile_size}, {self.device})"
+        return f"{self.name} ({self.precision}, tile {self.tile_size})"
 
     def activate(self) -> None:
         for runner in self.runners.values():
