@@ -2,9 +2,9 @@
 
 Precisions, the three graphs (names, inputs and outputs with dtype and layout), the preprocessing
 the graphs do inside (pixel scale and normalization, the reference model's own), the default tile
-size and the smallest image side. ``export`` writes it into each manifest (``manifest_contract`` and
-each graph's I/O), ``export.manifest.load_manifest`` refuses artifacts whose contract differs from
-this one, and engines and runtime read the graph specs back from the manifest, or from here when no
+size and the smallest image side. ``export`` writes it into each manifest (``MANIFEST_FIELDS``, the
+tile size and each graph's I/O), ``export.manifest.load_manifest`` refuses artifacts whose contract
+differs from this one, and engines and runtime read the graph specs back from the manifest, or from here when no
 manifest is involved (the torch backend). The CLI's help and validation, the exporter's names and
 dynamic axes, the engines' profiles and every runner's input checks come from these tables.
 """
@@ -12,8 +12,6 @@ dynamic axes, the engines' profiles and every runner's input checks come from th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from reference.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
@@ -32,6 +30,8 @@ PREPROCESSING = {
     "std": list(IMAGENET_STD),
     "exif_transpose": False,
 }
+# What every manifest records besides its tile size and graphs' I/O; load_manifest refuses other values.
+MANIFEST_FIELDS = {"min_side": MIN_SIDE, "preprocessing": PREPROCESSING}
 
 
 @dataclass(frozen=True)
@@ -168,11 +168,6 @@ def graph_specs(tile_size: int = DEFAULT_TILE, num_classes: int = 2) -> dict[str
             always_fp32=True,
         ),
     }
-
-
-def manifest_contract(tile_size: int) -> dict[str, Any]:
-    """The contract fields every manifest records besides its graphs' I/O; ``load_manifest`` checks them."""
-    return {"tile_size": tile_size, "min_side": MIN_SIDE, "preprocessing": PREPROCESSING}
 
 
 def check_tile_size(tile: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from reference.outputs import atomic_write_text
 
-from .contract import FORMAT_VERSION, OPSET, PRECISIONS, GraphSpec, manifest_contract
+from .contract import FORMAT_VERSION, MANIFEST_FIELDS, OPSET, PRECISIONS, GraphSpec
 from .errors import ArtifactError
 
 MANIFEST_PATTERN = "manifest.{precision}.json"
@@ -120,8 +120,8 @@ def load_manifest(artifacts_dir: str | os.PathLike, precision: str | None = None
             f"{path} describes precision {data.get('precision')!r}, not {precision!r}; "
             f"re-export: {_export_command(folder, precision)}"
         )
-    contract = manifest_contract(data.get("tile_size"))
-    changed = [f"{key} {data.get(key)!r} (this code: {value!r})" for key, value in contract.items() if data.get(key) != value]
+    changed = [f"{key} {data.get(key)!r} (this code: {value!r})" for key, value in MANIFEST_FIELDS.items()
+               if data.get(key) != value]
     if changed:
         raise ArtifactError(
             f"{path} was exported under another graph contract ({'; '.join(changed)}); "
@@ -171,7 +171,7 @@ def file_entry(path: Path) -> dict[str, str]:
 
 def manifest_data(precision: str, preset: str, config: dict, checkpoint: dict | None, tile_size: int,
                   graphs: dict[str, dict], versions: dict[str, str], created: str, **extra) -> dict[str, Any]:
-    """The manifest's JSON: identity, the contract (``export.contract.manifest_contract``), the graphs."""
+    """The manifest's JSON: identity, the contract (``export.contract.MANIFEST_FIELDS``), the graphs."""
     return {
         "format_version": FORMAT_VERSION,
         "precision": precision,
@@ -179,7 +179,8 @@ def manifest_data(precision: str, preset: str, config: dict, checkpoint: dict | 
         "config": config,
         "checkpoint": checkpoint,
         "opset": OPSET,
-        **manifest_contract(tile_size),
+        "tile_size": tile_size,
+        **MANIFEST_FIELDS,
         **extra,
         "graphs": graphs,
         "versions": versions,
