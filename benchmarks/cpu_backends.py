@@ -83,16 +83,17 @@ def measure(run: str, size: str, args: argparse.Namespace) -> dict:
     if run == "plain":
         return _timed(run, size, "whole", _plain_predict(Path(args.plain_graph), args.threads), rgb, args)
 
-    from runtime.backends import BackendRequest, create_backend
+    from runtime.backends import BACKENDS, BackendRequest, create_backend
     from runtime.predictor import Predictor
 
     backend_name, _, precision = run.partition(":")
+    reads = BACKENDS[backend_name].flags  # the model flags this backend takes
     request = BackendRequest(
         backend=backend_name,
         precision=precision or "fp32",
         artifacts=Path(args.artifacts),
-        checkpoint=Path(args.checkpoint) if args.checkpoint and backend_name == "torch" else None,
-        preset=args.preset if backend_name == "torch" else None,
+        checkpoint=Path(args.checkpoint) if args.checkpoint and "--checkpoint" in reads else None,
+        preset=args.preset if "--preset" in reads else None,
         threads=args.threads,
     )
     with Predictor(create_backend(request)) as predictor:

@@ -27,7 +27,7 @@ SIZES = ((512, 512), (1024, 1024), (3024, 4032))
 
 def no_gpu_reason() -> str | None:
     """Why there is no usable CUDA GPU, from cuda-python when installed, else from torch."""
-    from runtime.cuda import cudart, gpu_unavailable_reason
+    from engines.cuda import cudart, gpu_unavailable_reason
 
     if cudart.is_importable:
         return gpu_unavailable_reason()
@@ -47,7 +47,7 @@ def environment() -> dict:
     import torch
 
     from engines._trt import tensorrt
-    from runtime.cuda import cudart, device_info
+    from engines.cuda import cudart, device_info
 
     info = {"command": "python -m benchmarks.gpu_check " + shlex.join(sys.argv[1:]), "torch": torch.__version__,
             "torch_cuda": torch.version.cuda, "cudnn_benchmark": torch.backends.cudnn.benchmark,

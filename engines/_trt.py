@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.errors import BackendUnavailableError
+from export.errors import BackendUnavailableError
 
 from .importer import LazyModule, lazy_import
 
@@ -83,7 +83,7 @@ def network_policy(trt) -> NetworkPolicy:
 
 def builder_module() -> LazyModule:
     """The full ``tensorrt`` package (builder and ONNX parser); raises when it is missing or too old."""
-    network_policy(tensorrt)  # imports it, checks the version
+    network_policy(tensorrt.module)  # imports it (raising why it cannot), then checks the version
     return tensorrt
 
 

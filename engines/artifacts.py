@@ -14,17 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from reference.errors import TruForError
+from reference.outputs import atomic_write_text
 
 from .cache import (
     ENVIRONMENT_FIELDS,
     PLAN_SUFFIX,
-    EngineCacheError,
     EngineKey,
     check_engine,
     make_key,
     read_sidecar,
     sidecar_path,
 )
+from .cuda import device_info
+from .errors import EngineCacheError
 
 INDEX_PATTERN = "engines.{precision}.json"
 INDEX_FORMAT = 1
@@ -45,9 +47,7 @@ def rebuild_command(artifacts_dir: str | os.PathLike, precision: str, rebuild: b
 def write_index(artifacts_dir, precision: str, entries: dict[str, Any], settings: dict[str, Any], created: str) -> Path:
     path = index_path(artifacts_dir, precision)
     data = {"format": INDEX_FORMAT, "precision": precision, "engines": entries, "settings": settings, "created": created}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 
@@ -92,8 +92,6 @@ def _runtime_version(version_compatible: bool) -> str:
 
 def load_engine(manifest, graph: str, device=None):
     """``LoadedEngine`` for ``graph`` after checking its sidecar and plan hash against this machine."""
-    from runtime.cuda import device_info
-
     from .loaders import EngineFromPath
 
     device = device if device is not None else device_info()

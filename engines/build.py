@@ -24,14 +24,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from reference.errors import BackendUnavailableError, TruForError
+from export.contract import GRAPH_NAMES, MIN_SIDE, PRECISION_NAMES, TensorSpec
+from export.errors import BackendUnavailableError
+from reference.errors import TruForError
 
 from .artifacts import engine_path, rebuild_command, write_index
-from .cache import EngineCacheError, check_engine, make_key, sidecar_path, write_sidecar
+from .cache import check_engine, make_key, sidecar_path, write_sidecar
+from .cuda import device_info
+from .errors import EngineCacheError
 from .loaders import BuildOptions, EngineBytesFromNetwork, NetworkFromOnnxPath, SaveEngine, log
 
-MIN_SIDE = 29  # ARCHITECTURE.md 8.8
-GRAPHS = ("whole", "tile", "score")
 SCORE_OPT = (3024, 4032)  # a 12 MP photo, the common tiled size
 
 
@@ -51,7 +53,7 @@ class EngineBuildConfig:
     rebuild: bool = False
     tf32: bool = False
     version_compatible: bool = False
-    graphs: tuple[str, ...] = GRAPHS
+    graphs: tuple[str, ...] = GRAPH_NAMES
 
     def __post_init__(self):
         problems = [f"{name} must be >= {MIN_SIDE}, got {getattr(self, name)}"
@@ -65,9 +67,9 @@ class EngineBuildConfig:
             problems.append(f"opt_tile_batch {self.opt_tile_batch} exceeds max_tile_batch {self.max_tile_batch}")
         if self.workspace_gb is not None and self.workspace_gb <= 0:
             problems.append(f"workspace_gb must be > 0, got {self.workspace_gb}")
-        unknown = sorted(set(self.graphs) - set(GRAPHS))
+        unknown = sorted(set(self.graphs) - set(GRAPH_NAMES))
         if unknown:
-            problems.append(f"unknown graphs {unknown}; choose from {list(GRAPHS)}")
+            problems.append(f"unknown graphs {unknown}; choose from {list(GRAPH_NAMES)}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -92,22 +94,22 @@ class EngineBuildConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def profiles_for(inputs: dict[str, dict], dims: dict[str, tuple[int, int, int]], count: int) -> list[dict]:
-    """``count`` identical profiles from the manifest's input shapes (ints fixed, names looked up in ``dims``)."""
+def profiles_for(inputs: tuple[TensorSpec, ...], dims: dict[str, tuple[int, int, int]], count: int) -> list[dict]:
+    """``count`` identical profiles from the manifest's input specs (ints fixed, names looked up in ``dims``)."""
     profile = {}
-    for name, spec in inputs.items():
+    for spec in inputs:
         shapes = []
         for which in range(3):
             shape = []
-            for dim in spec["shape"]:
+            for dim in spec.shape:
                 if isinstance(dim, int):
                     shape.append(dim)
                 elif dim in dims:
                     shape.append(dims[dim][which])
                 else:
-                    raise TruForError(f"input {name!r} has dynamic dimension {dim!r} that no build setting covers")
+                    raise TruForError(f"input {spec.name!r} has dynamic dimension {dim!r} that no build setting covers")
             shapes.append(tuple(shape))
-        profile[name] = tuple(shapes)
+        profile[spec.name] = tuple(shapes)
     return [dict(profile) for _ in range(count)]
 
 
@@ -117,7 +119,6 @@ def build_engines(manifest, config: EngineBuildConfig | None = None, *, device=N
     ``settings`` are EngineBuildConfig fields (max_height=..., rebuild=True, ...).
     """
     from export.manifest import utc_now
-    from runtime.cuda import device_info
 
     from ._trt import builder_module
 
@@ -133,7 +134,7 @@ def build_engines(manifest, config: EngineBuildConfig | None = None, *, device=N
     for graph in config.graphs:
         entry = manifest.graph(graph)
         options = config.options()
-        options.profiles = profiles_for(entry.inputs, config.dims(graph), config.profile_count(graph))
+        options.profiles = profiles_for(entry.spec.inputs, config.dims(graph), config.profile_count(graph))
         key = make_key(graph, manifest.precision, entry.sha256, str(trt.__version__), device,
                        [{n: [list(s) for s in v] for n, v in p.items()} for p in options.profiles],
                        options.key_options())
@@ -158,21 +159,10 @@ def build_engines(manifest, config: EngineBuildConfig | None = None, *, device=N
     return built
 
 
-def build_from_manifest(manifest_path: str | Path, config: EngineBuildConfig | None = None) -> dict[str, Path]:
-    """The ``export.build`` hook. It has just rewritten the graphs, so engines built from older
-    ones are replaced (``rebuild=True``) rather than refused."""
-    from export.manifest import load_manifest
-
-    manifest_path = Path(manifest_path)
-    precision = manifest_path.name.split(".")[1]  # manifest.<precision>.json
-    manifest = load_manifest(manifest_path.parent, precision)
-    return build_engines(manifest, config or EngineBuildConfig(rebuild=True))
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder made by python -m export.build")
-    parser.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--precision", required=True, choices=PRECISION_NAMES)
     defaults = EngineBuildConfig()
     for name in ("max_height", "max_width", "opt_height", "opt_width", "max_batch", "max_tile_batch",
                  "opt_tile_batch", "max_score_side", "streams"):
@@ -186,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
                         "rounding into a residual up to 68%% off, see benchmarks.noiseprint_precision)")
     parser.add_argument("--version-compatible", action="store_true",
                         help="plans that later TensorRT of the same major and tensorrt_lean can run (can be slower)")
-    parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=GRAPHS)
+    parser.add_argument("--graphs", nargs="+", default=list(GRAPH_NAMES), choices=GRAPH_NAMES)
     return parser
 
 

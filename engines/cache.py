@@ -18,16 +18,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from reference.errors import ArtifactError
+from reference.outputs import atomic_write_text
+
+from .errors import EngineCacheError
 
 SIDECAR_FORMAT = 1
 PLAN_SUFFIX = ".engine"
-
-
-class EngineCacheError(ArtifactError):
-    """An engine on disk cannot be used here: missing, corrupt, or built for something else."""
-
-    status = "artifact_error"
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,7 @@ def _freeze(value):
 
 
 def make_key(graph: str, precision: str, onnx_sha256: str, tensorrt_version: str, device, profiles, options) -> EngineKey:
-    """An EngineKey; ``device`` is anything with ``name`` and ``compute_capability`` (runtime.cuda.DeviceInfo)."""
+    """An EngineKey; ``device`` is anything with ``name`` and ``compute_capability`` (engines.cuda.DeviceInfo)."""
     return EngineKey(
         graph=graph,
         precision=precision,
@@ -101,9 +97,7 @@ def write_sidecar(plan: str | os.PathLike, key: EngineKey, extra: dict[str, Any]
     sha256, size = plan_digest(plan)
     data = {"format": SIDECAR_FORMAT, "key": key.to_json(), "plan_sha256": sha256, "plan_bytes": size, **(extra or {})}
     path = sidecar_path(plan)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from reference.errors import BackendUnavailableError
+from export.errors import BackendUnavailableError
 
 
 class LazyModule:

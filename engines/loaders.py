@@ -5,7 +5,8 @@ A loader's input may be the value itself or another loader, so they nest and run
     plan = EngineBytesFromNetwork(NetworkFromOnnxPath("trufor_tile.fp16.onnx"), profiles=[...])
     engine = EngineFromBytes(SaveEngine(plan, "trufor_tile.fp16.engine"))()
 
-Each has a snake_case twin that builds and calls it at once (``engine_from_path(path)``).
+The builder-side ones have a snake_case twin that builds and calls it at once (``save_engine(plan, path)``);
+the runtime opens engines only through ``engines.artifacts.load_engine``, which checks them first.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reference.errors import ArtifactError, EngineBuildError
+from export.errors import ArtifactError
+from reference.outputs import atomic_write
 
 from ._trt import builder_module, logger, network_policy, runtime_module
+from .errors import EngineBuildError
 
 # A profile maps each input name to its (min, opt, max) shapes.
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
@@ -117,12 +120,6 @@ def _read(path: Path | None) -> bytes:
     return path.read_bytes() if path is not None and path.is_file() else b""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 @dataclass
 class BuildOptions:
     """Builder settings that change the plan; their dict goes into the engine's cache key."""
@@ -218,7 +215,8 @@ class EngineBytesFromNetwork(BaseLoader):
                 other = config.create_timing_cache(on_disk)
                 if other is None or not cache.combine(other, False):
                     log(f"timing cache {self.timing_cache} was from another GPU/TensorRT; replacing it")
-            _write_atomic(self.timing_cache, bytes(memoryview(cache.serialize())))
+            timing = bytes(memoryview(cache.serialize()))
+            atomic_write(self.timing_cache, lambda file: file.write(timing))
 
 
 class SaveEngine(BaseLoader):
@@ -230,8 +228,7 @@ class SaveEngine(BaseLoader):
 
     def call_impl(self) -> bytes:
         data = resolve(self.plan)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path, data)
+        atomic_write(self.path, lambda file: file.write(data))
         return data
 
 
@@ -261,7 +258,7 @@ class EngineFromBytes(BaseLoader):
         self.name = name
 
     def call_impl(self) -> LoadedEngine:
-        from runtime.cuda import require_gpu  # creating a TensorRT runtime without a GPU crashes
+        from .cuda import require_gpu  # creating a TensorRT runtime without a GPU crashes
 
         require_gpu()
         trt = runtime_module(self.version_compatible)
@@ -292,11 +289,3 @@ def engine_bytes_from_network(network, options: BuildOptions, timing_cache=None)
 
 def save_engine(plan, path) -> bytes:
     return SaveEngine(plan, path)()
-
-
-def engine_from_bytes(plan, version_compatible: bool = False) -> LoadedEngine:
-    return EngineFromBytes(plan, version_compatible)()
-
-
-def engine_from_path(path, version_compatible: bool = False) -> LoadedEngine:
-    return EngineFromPath(path, version_compatible)()

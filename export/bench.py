@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from .formats import PRECISIONS
+from .contract import PRECISIONS
 from .manifest import load_manifest
 from .session import session_options
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write an ONNX Runtime profile with this file prefix")
     parser.add_argument("--unsigned-int8", action="store_true",
                         help="int8: run the uint8-activation form the runtime's CPU backend loads "
-                        "(export.int8.unsigned_activations) instead of the file as exported")
+                        "(written by the export beside the symmetric graph) instead of the symmetric one")
     args = parser.parse_args(argv)
     if args.unsigned_int8 and args.precision != "int8":
         parser.error("--unsigned-int8 applies to --precision int8 only")
@@ -66,15 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.size.lower().split("x"))
     options = session_options(args.threads, profile_prefix=args.profile)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    path = entry.uint8_activations if args.unsigned_int8 else entry.path
     start = time.perf_counter()
-    model = str(entry.path)
-    if args.unsigned_int8:
-        import onnx
-
-        from .int8 import unsigned_activations
-
-        model = unsigned_activations(onnx.load(model)).SerializeToString()
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - start
     image = np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
     walls, cpus = [], []
@@ -84,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         walls.append(time.perf_counter() - wall)
         cpus.append((time.process_time() - cpu) / args.threads)
     result = {
-        "graph": entry.path.name, "precision": args.precision, "unsigned_int8": args.unsigned_int8, "input": [args.batch, height, width, 3],
+        "graph": path.name, "precision": args.precision, "unsigned_int8": args.unsigned_int8, "input": [args.batch, height, width, 3],
         "threads": args.threads, "load_s": round(load_s, 2),
         "wall_s": [round(v, 2) for v in walls], "cpu_per_thread_s": [round(v, 2) for v in cpus],
         "wall_median_s": round(float(np.median(walls)), 2), "cpu_per_thread_median_s": round(float(np.median(cpus)), 2),

@@ -9,6 +9,10 @@ without a checkpoint is randomly initialised (for tests). ``--triton REPO`` also
 (and engines) as a Triton Inference Server model repository (``export.triton``). Exit status: 0 when
 done, 1 when an export step failed, 2 for usage errors and when no TensorRT engine could be built
 (unless ``--onnx-only``).
+
+The engines layer sits above export and reads its artifacts, so the TensorRT steps run as its own
+commands in child processes (``python -m engines.build``, ``python -m engines.triton``): export never
+imports it, and a TensorRT crash cannot take this command's summary with it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,14 +29,24 @@ from pathlib import Path
 
 
 from reference.config import CONF_BN_EPS, PRESETS
-from reference.errors import BackendUnavailableError, TruForError
+from reference.errors import TruForError
 
-from .formats import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+from .contract import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+from .errors import BackendUnavailableError, ExportError
 from .int8 import DEFAULT_SCOPES, SCOPES
 from .manifest import load_manifest
-from .triton import TritonOptions, add_options, model_config_pb2, next_commands, options_from, write_repository
+from .triton import (
+    TritonOptions,
+    add_engine_plans,
+    add_options,
+    model_config_pb2,
+    next_commands,
+    options_from,
+    write_repository,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_ENGINE = 0, 1, 2
+ENGINES_UNAVAILABLE = 2  # python -m engines.build's exit status when no TensorRT or GPU is usable here
 
 
 @dataclass(frozen=True)
@@ -120,15 +136,17 @@ def step(label: str, path: Path | None = None):
     print(f"{label}: done in {time.perf_counter() - start:.1f}s{size}", flush=True)
 
 
-def build_engines(manifest_path: Path) -> None:
-    """Hook for the engines package: build TensorRT engines from the graphs listed in ``manifest_path``."""
+def build_engines(out: Path, precision: str) -> None:
+    """Build the TensorRT engines of the graphs just exported, with ``python -m engines.build --rebuild``
+    (the graphs were rewritten, so engines built from older ones are replaced rather than refused)."""
     if importlib.util.find_spec("tensorrt") is None:
         raise BackendUnavailableError("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
-    if importlib.util.find_spec("engines.build") is None:
-        raise BackendUnavailableError("the engines package has no builder (engines.build) yet")
-    from engines.build import build_from_manifest  # noqa: PLC0415 - optional, GPU machines only
-
-    build_from_manifest(manifest_path)
+    command = [sys.executable, "-m", "engines.build", "--artifacts", str(out), "--precision", precision, "--rebuild"]
+    status = subprocess.run(command, check=False).returncode
+    if status == ENGINES_UNAVAILABLE:
+        raise BackendUnavailableError("python -m engines.build found no usable TensorRT or GPU here (its reason is above)")
+    if status:
+        raise ExportError(f"{shlex.join(command)} exited with status {status} (its error is above)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if not config.onnx_only:
         try:
             with step("tensorrt engines"):
-                build_engines(manifest_path)
+                build_engines(out, p)
         except BackendUnavailableError as error:
             print(f"No TensorRT engine was built: {error}. The ONNX artifacts in {out}/ are ready for the "
                   "ONNX Runtime backend; pass --onnx-only to make this the expected outcome (exit 0).")
@@ -158,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with step(f"triton model repository {config.triton}"):
                 names = write_repository(load_manifest(out, p), config.triton, config.triton_options)
+                add_engine_plans(out, p, config.triton, config.triton_options)
         except TruForError as error:
             print(f"triton model repository failed: {error}", file=sys.stderr)
             return EXIT_FAILED

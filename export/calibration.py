@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reference.errors import ExportError, ImageError
+from reference.errors import ImageError
+
+from .errors import ExportError
 from reference.image import load_rgb
 from reference.inputs import collect_inputs
 

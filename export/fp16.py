@@ -20,7 +20,7 @@ import warnings
 import onnx
 from onnx import TensorProto
 
-from reference.errors import ExportError
+from .errors import ExportError
 
 FP32_OPS = (
     "LayerNormalization",

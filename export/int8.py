@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from reference.errors import ExportError
+from .errors import ExportError
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 

@@ -1,9 +1,11 @@
-"""``manifest.<precision>.json``: what was exported, from what, and the contract of each graph.
+"""``manifest.<precision>.json``: what was exported, from what, and the graph contract it was exported under.
 
 The runtime calls :func:`load_manifest` and gets a frozen :class:`Manifest`, or an ArtifactError
 naming the file and the command that fixes it: missing manifest (listing the precisions that
-are there), unknown format version, other precision, missing graph, or a graph whose sha256 no
-longer matches (stale artifacts). Several precisions share one folder, one manifest each.
+are there), unknown format version, other precision, a contract other than this code's
+(preprocessing, minimum side), missing graph, or a graph whose sha256 no longer matches (stale
+artifacts). Several precisions share one folder, one manifest each. Each graph's entry records its
+I/O (``export.contract.GraphSpec``), which the engines and runners read back from here.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reference.errors import ArtifactError
+from reference.outputs import atomic_write_text
 
-from .formats import FORMAT_VERSION, PRECISIONS
+from .contract import FORMAT_VERSION, MANIFEST_FIELDS, OPSET, PRECISIONS, GraphSpec
+from .errors import ArtifactError
 
 MANIFEST_PATTERN = "manifest.{precision}.json"
+UINT8_ACTIVATIONS = "uint8_activations"  # a graph entry's key for its x86 CPU form (int8 only)
 
 
 def manifest_path(artifacts_dir: str | os.PathLike, precision: str) -> Path:
@@ -44,8 +48,10 @@ class GraphEntry:
     kind: str  # "whole", "tile" or "score"
     path: Path
     sha256: str
-    inputs: dict[str, dict]  # name -> {"dtype", "shape"}
-    outputs: dict[str, dict]
+    spec: GraphSpec
+    # int8: the same graph with uint8 activations, which ONNX Runtime's x86 CPU kernels run fastest
+    # (``export.int8.unsigned_activations``, applied at export); None for other precisions.
+    uint8_activations: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,6 @@ class Manifest:
     checkpoint: dict[str, str] | None  # {"path", "sha256"}, None for random init
     opset: int
     tile_size: int
-    preprocessing: dict[str, Any]
     graphs: dict[str, GraphEntry]
     versions: dict[str, str]
     created: str
@@ -115,19 +120,20 @@ def load_manifest(artifacts_dir: str | os.PathLike, precision: str | None = None
             f"{path} describes precision {data.get('precision')!r}, not {precision!r}; "
             f"re-export: {_export_command(folder, precision)}"
         )
+    changed = [f"{key} {data.get(key)!r} (this code: {value!r})" for key, value in MANIFEST_FIELDS.items()
+               if data.get(key) != value]
+    if changed:
+        raise ArtifactError(
+            f"{path} was exported under another graph contract ({'; '.join(changed)}); "
+            f"re-export: {_export_command(folder, precision)}"
+        )
     graphs = {}
     for kind, entry in data["graphs"].items():
-        graph_path = folder / entry["file"]
-        if not graph_path.is_file():
-            raise ArtifactError(
-                f"{graph_path} listed in {path.name} is missing; re-export: {_export_command(folder, precision)}"
-            )
-        if verify and sha256_file(graph_path) != entry["sha256"]:
-            raise ArtifactError(
-                f"{graph_path} does not match the sha256 in {path.name} (stale or modified artifacts); "
-                f"re-export: {_export_command(folder, precision)}"
-            )
-        graphs[kind] = GraphEntry(kind, graph_path, entry["sha256"], entry["inputs"], entry["outputs"])
+        uint8 = entry.get(UINT8_ACTIVATIONS)
+        graphs[kind] = GraphEntry(
+            kind, _checked_file(folder, path, entry, verify, precision), entry["sha256"], GraphSpec.from_json(kind, entry),
+            _checked_file(folder, path, uint8, verify, precision) if uint8 else None,
+        )
     return Manifest(
         path=path,
         format_version=data["format_version"],
@@ -137,20 +143,55 @@ def load_manifest(artifacts_dir: str | os.PathLike, precision: str | None = None
         checkpoint=data["checkpoint"],
         opset=data["opset"],
         tile_size=data["tile_size"],
-        preprocessing=data["preprocessing"],
         graphs=graphs,
         versions=data["versions"],
         created=data["created"],
     )
 
 
+def _checked_file(folder: Path, manifest: Path, fields: dict, verify: bool, precision: str) -> Path:
+    """A graph file the manifest lists: present, and (``verify``) with the sha256 it records."""
+    graph_path = folder / fields["file"]
+    if not graph_path.is_file():
+        raise ArtifactError(
+            f"{graph_path} listed in {manifest.name} is missing; re-export: {_export_command(folder, precision)}"
+        )
+    if verify and sha256_file(graph_path) != fields["sha256"]:
+        raise ArtifactError(
+            f"{graph_path} does not match the sha256 in {manifest.name} (stale or modified artifacts); "
+            f"re-export: {_export_command(folder, precision)}"
+        )
+    return graph_path
+
+
+def file_entry(path: Path) -> dict[str, str]:
+    """A file's manifest fields: its name beside the manifest and its sha256."""
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def manifest_data(precision: str, preset: str, config: dict, checkpoint: dict | None, tile_size: int,
+                  graphs: dict[str, dict], versions: dict[str, str], created: str, **extra) -> dict[str, Any]:
+    """The manifest's JSON: identity, the contract (``export.contract.MANIFEST_FIELDS``), the graphs."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "precision": precision,
+        "preset": preset,
+        "config": config,
+        "checkpoint": checkpoint,
+        "opset": OPSET,
+        "tile_size": tile_size,
+        **MANIFEST_FIELDS,
+        **extra,
+        "graphs": graphs,
+        "versions": versions,
+        "created": created,
+    }
+
+
 def write_manifest(path: str | os.PathLike, data: dict) -> Path:
     """Write atomically: a reader sees the old manifest or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return Path(path)
 
 
 def utc_now() -> str:

@@ -24,9 +24,10 @@ import onnxslim
 import torch
 from torch import nn
 
-from reference.errors import ExportError
+from reference.outputs import atomic_write
 
-from .formats import OPSET, GraphSpec
+from .contract import OPSET, GraphSpec
+from .errors import ExportError
 
 # ONNX's protobuf limit: larger models need the path-based checker and external data.
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -123,23 +124,15 @@ def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, object]) -> None
         entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write atomically (temp file then rename), so a crash never leaves a half-written graph."""
+    """Write atomically (``atomic_write``), so a crash never leaves a half-written graph."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if model.ByteSize() >= _PROTOBUF_LIMIT:
         raise ExportError(
             f"{path.name} would exceed ONNX's 2 GB protobuf limit; external-data graphs are not "
             "supported by this exporter yet"
         )
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda file: onnx.save(model, file))
     return path
 
 

@@ -13,24 +13,17 @@ import onnxruntime
 import torch
 
 from reference.build import build_trufor
-from reference.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
 from reference.optimize import fold_batchnorm_
 
 from . import calibration
+from .contract import FORMAT_VERSION, OPSET, PREPROCESSING, graph_specs
 from .fp16 import check_fp16, convert_to_fp16, fp16_summary
-from .formats import FORMAT_VERSION, OPSET, graph_specs
-from .int8 import UNFAITHFUL_SCOPES, check_symmetric, qdq_summary, quantize_graphs
-from .manifest import manifest_path, sha256_file, utc_now, write_manifest
+from .int8 import UNFAITHFUL_SCOPES, check_symmetric, qdq_summary, quantize_graphs, unsigned_activations
+from .manifest import UINT8_ACTIVATIONS, file_entry, manifest_data, manifest_path, sha256_file, utc_now, write_manifest
 from .onnx_export import apply_io_shapes, check_structure, export_graph, save_model, set_metadata, simplify
 from .wrappers import ScoreModel, TileModel, WholeImageModel
 
-PREPROCESSING = {
-    "input": "uint8 RGB NHWC",
-    "scale": PIXEL_SCALE,
-    "mean": list(IMAGENET_MEAN),
-    "std": list(IMAGENET_STD),
-    "exif_transpose": False,
-}
+UINT8_VARIANT = "-uint8"  # file name of an int8 graph's uint8-activation form: trufor_<graph>.int8-uint8.onnx
 # Explicit matmul-softmax attention: the same graph as SDPA after export at opset 18, but with a
 # constant scale instead of a Sqrt of a runtime shape, and the pattern TensorRT fuses into MHA.
 EXPORT_OVERRIDES = {"fused_attention": False}
@@ -119,6 +112,18 @@ def to_int8(graphs: dict[str, onnx.ModelProto], config, step: Callable) -> dict[
     return {**graphs, **quantized}
 
 
+def write_uint8_form(graph: onnx.ModelProto, metadata: dict, path: Path, step: Callable) -> Path:
+    """The int8 graph with uint8 activations (``unsigned_activations``), written beside it for ONNX
+    Runtime's x86 CPU kernels; the symmetric file stays what TensorRT and the CUDA provider load."""
+    unsigned = onnx.ModelProto()
+    unsigned.CopyFrom(graph)
+    unsigned_activations(unsigned)
+    set_metadata(unsigned, {**metadata, "trufor.activations": "uint8"})
+    with step(f"write {metadata['trufor.graph']} graph, uint8 activations (ONNX Runtime CPU)", path):
+        save_model(unsigned, path)
+    return path
+
+
 def export_artifacts(config, step: Callable, model=None) -> Path:
     """Write the three graphs and, last, ``manifest.<precision>.json``; returns the manifest's path.
 
@@ -150,7 +155,7 @@ def export_artifacts(config, step: Callable, model=None) -> Path:
     entries = {}
     for kind, graph in graphs.items():
         spec = specs[kind]
-        set_metadata(graph, {
+        metadata = {
             "trufor.format_version": str(FORMAT_VERSION),
             "trufor.graph": kind,
             "trufor.precision": config.precision,
@@ -163,26 +168,18 @@ def export_artifacts(config, step: Callable, model=None) -> Path:
             "trufor.config": model_config,
             "trufor.project_version": project_version(),
             "trufor.created": created,
-        })
+        }
+        set_metadata(graph, metadata)
         path = out / spec.file_name(config.precision)
         with step(f"write {kind} graph", path):
             save_model(graph, path)
-        entries[kind] = {"file": path.name, "sha256": sha256_file(path), **spec.io_json()}
+        entries[kind] = {**file_entry(path), **spec.io_json()}
+        if config.precision == "int8" and not spec.always_fp32:
+            entries[kind][UINT8_ACTIVATIONS] = file_entry(write_uint8_form(graph, metadata, out / spec.file_name("int8", UINT8_VARIANT), step))
 
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "precision": config.precision,
-        "preset": config.preset,
-        "config": model_config,
-        "checkpoint": checkpoint,
-        "opset": OPSET,
-        "tile_size": config.tile,
-        **({"int8_layers": list(config.int8_layers)} if config.precision == "int8" else {}),
-        "preprocessing": PREPROCESSING,
-        "graphs": entries,
-        "versions": versions(),
-        "created": created,
-    }
+    extra = {"int8_layers": list(config.int8_layers)} if config.precision == "int8" else {}
+    manifest = manifest_data(config.precision, config.preset, model_config, checkpoint, config.tile, entries,
+                             versions(), created, **extra)
     with step("write manifest", manifest_file):
         write_manifest(manifest_file, manifest)
     return manifest_file

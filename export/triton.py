@@ -3,6 +3,9 @@
 One model per graph and precision: ``trufor_<graph>_<precision>`` runs the ONNX graph on Triton's
 ONNX Runtime backend, and ``trufor_<graph>_<precision>_trt`` runs the TensorRT plan when
 ``engines.build`` made one. Names carry the precision, so fp32 and int8 share one repository.
+This module writes the ONNX models; the plan models are the engines layer's (``engines.triton``),
+which sits above export: ``add_engine_plans`` runs it as ``python -m engines.triton`` in a child
+process, so export never imports it.
 Tiling, stitching and the decision stay in the client (``runtime.scan --backend triton``): the
 server runs exactly the three graphs every other backend runs.
 
@@ -21,22 +24,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format  # protobuf comes with onnx; only the Triton schema is optional
 
-from reference.errors import ArtifactError, BackendUnavailableError, TruForError
-from reference.outputs import atomic_write
+from reference.errors import TruForError
+from reference.outputs import atomic_write_text
 
-from .formats import PRECISIONS
+from .contract import GRAPH_NAMES, PRECISIONS
+from .errors import ArtifactError, BackendUnavailableError
 from .manifest import Manifest, load_manifest
 
-GRAPHS = ("whole", "tile", "score")
 MODEL_VERSION = "1"
 TRT_SUFFIX = "_trt"
 PARAMETER_PREFIX = "trufor."
@@ -48,11 +53,6 @@ QUEUE_DELAY_US = 2000  # a tile request waits at most 2 ms for others to fill a 
 README_NAME = "README.trufor.md"
 INSTALL = "pip install -e '.[triton]'"
 _DATA_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
-PLAN_NOTE = (
-    "# A TensorRT plan runs only on the GPU model and TensorRT version that built it (parameters\n"
-    "# trufor.gpu_name, trufor.tensorrt_version): the server's TensorRT must match, else rebuild\n"
-    "# the engines there (python -m engines.build) and rewrite this repository.\n"
-)
 
 
 def model_name(graph: str, precision: str, plan: bool = False) -> str:
@@ -95,7 +95,8 @@ class TritonModel:
     note: str = ""  # comment lines written above the config
 
 
-def _identity(manifest: Manifest, graph: str) -> dict[str, str]:
+def identity_parameters(manifest: Manifest, graph: str) -> dict[str, str]:
+    """The ``trufor.*`` parameters that say which export a model serves (the client checks them)."""
     return {
         "format_version": str(manifest.format_version),
         "graph": graph,
@@ -108,16 +109,17 @@ def _identity(manifest: Manifest, graph: str) -> dict[str, str]:
     }
 
 
-def _config(manifest: Manifest, graph: str, platform: str, max_batch: int, identity: dict[str, str]):
+def base_config(manifest: Manifest, graph: str, platform: str, max_batch: int, identity: dict[str, str]):
     """The fields every model shares: I/O from the manifest (batch dim implied when batching), identity."""
     pb = model_config_pb2()
-    entry = manifest.graph(graph)
+    spec = manifest.graph(graph).spec
     config = pb.ModelConfig(name=model_name(graph, manifest.precision, platform == "tensorrt_plan"),
                             platform=platform, max_batch_size=max_batch)
-    for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
-        for name, spec in specs.items():
-            dims = [size if isinstance(size, int) else -1 for size in spec["shape"]][1 if max_batch else 0 :]
-            tensor = tensors.add(name=name, data_type=pb.DataType.Value(_DATA_TYPES[spec["dtype"]]), dims=dims or [1])
+    for tensors, specs in ((config.input, spec.inputs), (config.output, spec.outputs)):
+        for tensor_spec in specs:
+            dims = [size if isinstance(size, int) else -1 for size in tensor_spec.shape][1 if max_batch else 0 :]
+            tensor = tensors.add(name=tensor_spec.name, data_type=pb.DataType.Value(_DATA_TYPES[tensor_spec.dtype]),
+                                 dims=dims or [1])
             if not dims:  # one value per batch item (the score): Triton wants dims [1] reshaped to []
                 tensor.reshape.SetInParent()
     for key, value in identity.items():
@@ -130,7 +132,7 @@ def onnx_model(manifest: Manifest, graph: str, options: TritonOptions) -> Triton
     # The score graph's batch is fixed at 1. The others must batch: with max_batch_size 0 Triton's
     # ONNX Runtime backend would auto-fill 4 over a graph whose first dimension is dynamic.
     max_batch = {"whole": WHOLE_MAX_BATCH, "tile": options.tile_batch}.get(graph, 0)
-    config = _config(manifest, graph, "onnxruntime_onnx", max_batch, _identity(manifest, graph))
+    config = base_config(manifest, graph, "onnxruntime_onnx", max_batch, identity_parameters(manifest, graph))
     if graph == "tile":
         config.dynamic_batching.preferred_batch_size.extend(sorted({max(options.tile_batch // 2, 1), options.tile_batch}))
         config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
@@ -147,51 +149,8 @@ def onnx_model(manifest: Manifest, graph: str, options: TritonOptions) -> Triton
     return TritonModel(config.name, config, manifest.graph(graph).path, "model.onnx")
 
 
-def plan_model(manifest: Manifest, graph: str, sidecar: dict, options: TritonOptions) -> TritonModel:
-    """A plan's batch limits come from its optimization profiles; one instance group per profile."""
-    pb = model_config_pb2()
-    key = sidecar["key"]
-    profiles = key.to_json()["profiles"]
-    first_input = next(iter(manifest.graph(graph).inputs))
-    _, opt, high = profiles[0][first_input]
-    max_batch = 0 if graph == "score" else high[0]
-    identity = {**_identity(manifest, graph), "plan_sha256": sidecar["plan_sha256"],
-                "tensorrt_version": key.tensorrt_version, "gpu_name": key.gpu_name,
-                "compute_capability": key.compute_capability}
-    config = _config(manifest, graph, "tensorrt_plan", max_batch, identity)
-    if graph == "tile":
-        config.dynamic_batching.preferred_batch_size.extend(sorted({opt[0], high[0]}))
-        config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
-    elif max_batch > 1:
-        config.dynamic_batching.SetInParent()
-    for index in range(len(profiles)):  # engines.build makes identical profiles, one per context
-        config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_GPU, count=options.instances, profile=[str(index)])
-    return TritonModel(config.name, config, sidecar["path"], "model.plan", PLAN_NOTE)
-
-
-def _plan_sidecars(manifest: Manifest) -> dict[str, dict]:
-    """graph -> sidecar (plus ``path``) of each plan ``engines.build`` recorded; {} when none was built."""
-    from engines.artifacts import engine_path, index_path, read_index, rebuild_command
-    from engines.cache import read_sidecar
-
-    if not index_path(manifest.directory, manifest.precision).is_file():
-        return {}
-    hint = rebuild_command(manifest.directory, manifest.precision)
-    sidecars = {}
-    for graph in read_index(manifest.directory, manifest.precision)["engines"]:
-        plan = engine_path(manifest.graph(graph).path)
-        data = read_sidecar(plan, hint)
-        if data["key"].onnx_sha256 != manifest.graph(graph).sha256:
-            raise ArtifactError(f"engine {plan} was built from another {graph} graph than "
-                                f"{manifest.graph(graph).path} (stale); rebuild it with: {hint}")
-        sidecars[graph] = {**data, "path": plan}
-    return sidecars
-
-
 def repository_models(manifest: Manifest, options: TritonOptions = TritonOptions()) -> list[TritonModel]:
-    plans = _plan_sidecars(manifest)
-    models = [onnx_model(manifest, graph, options) for graph in GRAPHS]
-    return models + [plan_model(manifest, graph, plans[graph], options) for graph in GRAPHS if graph in plans]
+    return [onnx_model(manifest, graph, options) for graph in GRAPH_NAMES]
 
 
 def config_text(model: TritonModel) -> str:
@@ -227,9 +186,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def write_repository(manifest: Manifest, out: str | os.PathLike, options: TritonOptions = TritonOptions()) -> list[str]:
-    """Write (or replace) this precision's models in the repository ``out``; returns their names."""
+    """Write (or replace) this precision's ONNX models in the repository ``out``; returns their names."""
+    return write_models(repository_models(manifest, options), out, manifest.precision)
+
+
+def write_models(models: list[TritonModel], out: str | os.PathLike, precision: str) -> list[str]:
+    """Write (or replace) ``models`` in the repository ``out``, then its README; returns their names."""
     out = Path(out)
-    models = repository_models(manifest, options)
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"Triton repository {out} is a file, not a folder; pass a folder")
     for model in models:
@@ -242,16 +205,27 @@ def write_repository(manifest: Manifest, out: str | os.PathLike, options: Triton
             folder = staging / model.name
             (folder / MODEL_VERSION).mkdir(parents=True)
             _link_or_copy(model.source, folder / MODEL_VERSION / model.file_name)
-            (folder / "config.pbtxt").write_text(config_text(model))
+            atomic_write_text(folder / "config.pbtxt", config_text(model))
         for model in models:
             if (out / model.name).exists():
                 os.replace(out / model.name, staging / f"{model.name}.replaced")
             os.replace(staging / model.name, out / model.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    readme = _readme(out, manifest.precision)
-    atomic_write(out / README_NAME, lambda file: file.write(readme.encode()))
+    atomic_write_text(out / README_NAME, _readme(out, precision))
     return [model.name for model in models]
+
+
+def add_engine_plans(artifacts: Path, precision: str, out: Path, options: TritonOptions) -> None:
+    """Add the TensorRT plan models (none when no engine was built) with ``python -m engines.triton``
+    in a child process: the engines layer reads export's files, so export hands it the folders."""
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in asdict(options).items() if value is not None]
+    command = [sys.executable, "-m", "engines.triton", "--artifacts", str(artifacts), "--precision", precision,
+               "--out", str(out), *flags]
+    status = subprocess.run(command, check=False).returncode
+    if status:
+        raise ArtifactError(f"{shlex.join(command)} exited with status {status} (its error is above); the ONNX models "
+                            f"in {out} are written, the TensorRT plan models are not")
 
 
 def next_commands(out: Path, precision: str) -> list[str]:
@@ -296,19 +270,25 @@ def options_from(values: dict, flag_prefix: str = "triton_") -> TritonOptions:
     return TritonOptions(**{name: values[flag_prefix + name] for name in TritonOptions.__dataclass_fields__})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.triton", description=__doc__.split("\n\n")[0])
+def parse_repository_args(prog: str, description: str, argv: list[str] | None) -> tuple[argparse.Namespace, TritonOptions]:
+    """The command line of this module and of ``python -m engines.triton``: artifacts, precision, repository, options."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--artifacts", type=Path, required=True, help="folder written by python -m export.build")
     parser.add_argument("--precision", required=True, choices=list(PRECISIONS))
     parser.add_argument("--out", type=Path, required=True, help="the Triton model repository (created or updated)")
     add_options(parser, "--")
     args = parser.parse_args(argv)
     try:
-        options = options_from(vars(args), "")
+        return args, options_from(vars(args), "")
     except ValueError as error:
         parser.error(str(error))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, options = parse_repository_args("python -m export.triton", __doc__.split("\n\n")[0], argv)
     try:
         names = write_repository(load_manifest(args.artifacts, args.precision), args.out, options)
+        add_engine_plans(args.artifacts, args.precision, args.out, options)
     except TruForError as error:
         print(f"[E] {error}", file=sys.stderr)
         return 1

@@ -12,16 +12,9 @@ their composed form (``reference.heads.MLPDecoder``).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from reference.config import PIXEL_SCALE
-from reference.model import TruFor, TruForOutput, probabilities
-
-
-def image_to_input(image: Tensor) -> Tensor:
-    """(B, H, W, 3) uint8 RGB to the model's (B, 3, H, W) float input in [0, 255/256]."""
-    return image.permute(0, 3, 1, 2).to(torch.float32) / PIXEL_SCALE
+from reference.model import TruFor, TruForOutput, images_to_input, probabilities
 
 
 class WholeImageModel(nn.Module):
@@ -35,7 +28,7 @@ class WholeImageModel(nn.Module):
         self.model = model
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x = image_to_input(image)
+        x = images_to_input(image)
         _, features = self.model.forward_features(x)
         loc_logits, conf_logits = self.model.forward_head(features, x.shape[2:])
         det_logit = self.model.forward_score(loc_logits, conf_logits)
@@ -58,7 +51,7 @@ class TileModel(nn.Module):
         self.model = model
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        x = image_to_input(image)
+        x = images_to_input(image)
         _, features = self.model.forward_features(x)
         return self.model.forward_head(features, x.shape[2:])
 

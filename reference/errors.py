@@ -1,8 +1,10 @@
-"""One error family for every failure a user can act on.
+"""The root of the one error family for every failure a user can act on, and the model's own errors.
 
 Each subclass carries a ``status`` string: the batch tools write it into their per-file records,
-so a caller can branch on the kind of failure without parsing messages. Bugs in this project stay
-ordinary exceptions (and ``assert`` for invariants): they are not in this family.
+so a caller can branch on the kind of failure without parsing messages. Each layer defines the
+errors it raises beside its code (``export.errors``, ``engines.errors``, ``runtime.errors``), all
+subclasses of ``TruForError``. Bugs in this project stay ordinary exceptions (and ``assert`` for
+invariants): they are not in this family.
 """
 
 
@@ -46,27 +48,3 @@ class UnsupportedImageModeError(ImageError):
     """The pixel format has no faithful conversion to 8-bit RGB."""
 
     status = "unsupported_mode"
-
-
-class ExportError(TruForError):
-    """Exporting or checking an ONNX graph failed."""
-
-    status = "export_error"
-
-
-class ArtifactError(TruForError):
-    """Exported artifacts are missing, stale or do not match what was asked for."""
-
-    status = "artifact_error"
-
-
-class EngineBuildError(TruForError):
-    """TensorRT could not parse a graph or build an engine from it."""
-
-    status = "engine_error"
-
-
-class BackendUnavailableError(TruForError):
-    """An optional backend (TensorRT, CUDA, ONNX Runtime provider) is not installed or usable here."""
-
-    status = "backend_unavailable"

@@ -20,8 +20,20 @@ from .noiseprint import Noiseprint
 
 
 def to_tensor(rgb: np.ndarray) -> Tensor:
-    """The model input for one HxWx3 uint8 RGB array: (1, 3, H, W) float32 scaled by 1/256."""
+    """The model input for one HxWx3 uint8 RGB array: (1, 3, H, W) float32 scaled by 1/256.
+
+    Kept apart from ``images_to_input``: the CPU convolutions pick their kernels from the strides,
+    and this layout is the one the official outputs (and the golden tests) were computed with.
+    """
     return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(PIXEL_SCALE)
+
+
+def images_to_input(images: Tensor) -> Tensor:
+    """The model input for a (B, H, W, 3) uint8 RGB batch, on its device: (B, 3, H, W) float32 scaled by 1/256.
+
+    The exported graphs trace this, so they take decoded pixels and scale them inside.
+    """
+    return images.permute(0, 3, 1, 2).float() / PIXEL_SCALE
 
 
 class TruForOutput(NamedTuple):

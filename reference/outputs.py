@@ -1,4 +1,8 @@
-"""Writing result files so that a kill at any moment leaves either the old file or the new one."""
+"""Writing files so that a kill at any moment leaves either the old file or the new one.
+
+``atomic_write`` is the one way the project writes a file it keeps (maps, manifests, graphs, engines,
+sidecars, indexes, settings, checkpoints): every layer above reference calls it.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``atomic_write`` of UTF-8 text."""
+    atomic_write(path, lambda file: file.write(text.encode()))
 
 
 def save_npz(path: str | os.PathLike, fields: dict[str, np.ndarray]) -> None:

@@ -1,8 +1,9 @@
 """Deployment runtime: backends behind one runner interface, tiled inference, and the batch scanner.
 
-- ``runtime.runners``: ``BaseRunner`` and the torch / ONNX Runtime backends, each three graphs
-  (whole, tile, score) with the export's I/O contract; ``runtime.backends`` is the table that
-  ``--backend`` and its ``auto`` default read.
+- ``runtime.runners``: ``BaseRunner``, ``Backend`` and one module per backend (torch, ONNX Runtime,
+  TensorRT, Triton), each three graphs (whole, tile, score) with the I/O of ``export.contract``;
+  ``runtime.backends`` is the registry that ``--backend`` and its ``auto`` default read (README.md:
+  adding a backend).
 - ``runtime.tiling`` and ``runtime.predictor``: ``Predictor.predict`` returns the reference's
   ``TruForResult`` whatever the backend, running large images as blended tiles.
 - ``python -m runtime.scan``: many images to ``results.jsonl`` (plus maps, overlays and thumbnails), resumable;

@@ -1,6 +1,6 @@
 """Reusable argument groups: each adds its flags to a parser and parses them into a frozen object.
 
-A CLI composes the groups it needs (``runtime.scan`` uses all of them; ``export.build`` can share
+A CLI composes the groups it needs (``runtime.scan`` uses all of them, ``benchmarks.tiling_vs_whole``
 ``ModelArgs``). ``parse`` raises ``UsageError`` naming both sides of a conflict; the CLI turns it
 into argparse's usage error (exit status 2).
 """
@@ -8,27 +8,25 @@ into argparse's usage error (exit status 2).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
+from export.contract import DEFAULT_TILE, PRECISION_NAMES
 from reference.config import PRESETS
 from reference.image import DEFAULT_MAX_PIXELS
 
 from .backends import (
-    AUTO_ORDER,
-    BACKEND_CHOICES,
-    BACKENDS,
     DEFAULT_ARTIFACTS,
-    DEFAULT_TRITON_URL,
-    PRECISIONS,
+    DEFAULT_SERVER_URL,
     BackendRequest,
+    backend_help,
+    check_request,
+    choices,
     cpu_count,
+    readers,
 )
+from .decode import ImageOptions
+from .errors import UsageError
 from .tiling import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD_PIXELS, WINDOWS, TilingConfig
-
-
-class UsageError(ValueError):
-    """Arguments that cannot be honoured together; the message names both sides."""
 
 
 def _positive(text: str) -> int:
@@ -46,89 +44,31 @@ def _non_negative(text: str) -> int:
 
 
 class ModelArgs:
-    """Which backend runs which model at which precision."""
+    """Which backend runs which model at which precision; each model flag is read by the backends that
+    declare it (``Backend.flags``), which the help says and ``parse`` enforces."""
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("model and backend")
-        group.add_argument(
-            "--backend",
-            default="auto",
-            choices=BACKEND_CHOICES,
-            help="auto (default) takes the fastest one usable here: "
-            + ", then ".join(f"{name} ({BACKENDS[name].summary})" for name in AUTO_ORDER)
-            + "; or triton (" + BACKENDS["triton"].summary + "), never chosen by auto",
-        )
-        group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="(default: %(default)s)")
-        group.add_argument(
-            "--artifacts",
-            type=Path,
-            default=None,
-            help=f"folder made by python -m export.build (default: {DEFAULT_ARTIFACTS}/); onnxruntime only",
-        )
-        group.add_argument("--checkpoint", type=Path, help="official-format weights (trufor.pth.tar); torch only")
-        group.add_argument(
-            "--preset",
-            choices=sorted(PRESETS),
-            help="model variant for --checkpoint (default trufor); alone it means RANDOM weights, for testing",
-        )
-        group.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:N")
-        group.add_argument(
-            "--threads", type=_positive, default=None, help=f"intra-op threads (default: all {cpu_count()} cores)"
-        )
-        group.add_argument(
-            "--tile-size", type=_positive, default=None, help="tile side for the torch backend (default 512); "
-            "onnxruntime takes it from the artifacts"
-        )
-        group.add_argument(
-            "--url", default=None, help=f"gRPC address HOST:PORT of the Triton server (default {DEFAULT_TRITON_URL}); "
-            "triton only"
-        )
+        group.add_argument("--backend", default="auto", choices=choices(), help=backend_help())
+        group.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="(default: %(default)s)")
+
+        def model_flag(flag: str, text: str, **kwargs) -> None:
+            group.add_argument(flag, help=f"{text}; read by --backend {readers(flag)}", **kwargs)
+
+        model_flag("--artifacts", f"folder made by python -m export.build (default: {DEFAULT_ARTIFACTS}/)", type=Path)
+        model_flag("--checkpoint", "official-format weights (trufor.pth.tar)", type=Path)
+        model_flag("--preset", "model variant for --checkpoint (default trufor); alone it means RANDOM weights, "
+                   "for testing", choices=sorted(PRESETS))
+        model_flag("--device", "device to run on: cpu (default), cuda, cuda:N")
+        model_flag("--threads", f"intra-op threads (default: all {cpu_count()} cores)", type=_positive)
+        model_flag("--tile-size", f"tile side (default {DEFAULT_TILE}); backends that load artifacts take it from "
+                   "them", type=_positive)
+        model_flag("--url", f"gRPC address HOST:PORT of the inference server (default {DEFAULT_SERVER_URL})")
 
     def parse(self, args: argparse.Namespace) -> BackendRequest:
-        torch_only = {
-            "--checkpoint": args.checkpoint,
-            "--preset": args.preset,
-            "--device": args.device,
-            "--tile-size": args.tile_size,
-        }
-        given = [flag for flag, value in torch_only.items() if value is not None]
-        if args.url is not None and args.backend != "triton":
-            raise UsageError(
-                f"--url is read by --backend triton only, but --backend {args.backend} was given; "
-                "pass --backend triton to scan through a Triton server"
-            )
-        if args.backend == "triton":
-            local = {"--artifacts": args.artifacts, "--threads": args.threads, **torch_only}
-            misplaced = [flag for flag, value in local.items() if value is not None]
-            if misplaced:
-                raise UsageError(
-                    f"{misplaced[0]} describes a local model, but --backend triton runs the models of the "
-                    "server at --url (their threads and tile size are set when the repository is written: "
-                    "python -m export.build --triton REPO --triton-threads N)"
-                )
-        if args.backend in ("onnxruntime", "tensorrt") and given:
-            raise UsageError(
-                f"{given[0]} is read by --backend torch only, but --backend {args.backend} was given; "
-                f"{args.backend} takes the model from --artifacts (build them with python -m export.build)"
-            )
-        if args.backend == "torch" and args.artifacts is not None:
-            raise UsageError(
-                "--artifacts is read by --backend onnxruntime only, but --backend torch was given; "
-                "pass --checkpoint FILE for torch"
-            )
-        on_cuda = (args.device or "cpu").startswith("cuda")
-        if args.backend == "torch" and args.precision not in (("fp32", "fp16") if on_cuda else ("fp32",)):
-            raise UsageError(
-                f"--backend torch runs fp32 (and fp16 with --device cuda), but --precision {args.precision} was "
-                f"given{'' if on_cuda else ' without --device cuda'}; use --backend onnxruntime with artifacts "
-                f"built by python -m export.build --precision {args.precision}"
-            )
-        if args.backend == "auto" and args.artifacts is not None and given:
-            raise UsageError(
-                f"--artifacts and {given[0]} name two different models; pick one with --backend "
-                "onnxruntime (--artifacts) or --backend torch (--checkpoint/--preset)"
-            )
-        return BackendRequest(
+        flags = {"--artifacts": args.artifacts, "--checkpoint": args.checkpoint, "--preset": args.preset,
+                 "--device": args.device, "--threads": args.threads, "--tile-size": args.tile_size, "--url": args.url}
+        request = BackendRequest(
             backend=args.backend,
             precision=args.precision,
             artifacts=args.artifacts if args.artifacts is not None else DEFAULT_ARTIFACTS,
@@ -137,14 +77,10 @@ class ModelArgs:
             device=args.device or "cpu",
             threads=args.threads,
             tile_size=args.tile_size,
-            url=args.url or DEFAULT_TRITON_URL,
+            url=args.url or DEFAULT_SERVER_URL,
         )
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    exif_transpose: bool = False
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
+        check_request(request, [flag for flag, value in flags.items() if value is not None])
+        return request
 
 
 class ImageArgs:

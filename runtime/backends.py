@@ -1,48 +1,85 @@
-"""The table of backends: name -> availability check and factory, and the ``auto`` choice.
+"""The registry of backends, the one place that lists them: ``--backend`` and its ``auto`` choice read it.
 
-``auto`` takes the first usable entry of ``AUTO_ORDER`` (fastest first): TensorRT engines on a GPU,
-else ONNX Runtime when artifacts for the precision exist, else the PyTorch reference. ``triton``
-(a Triton Inference Server at ``--url``) is never chosen by ``auto``: it has to be named. """
+Each entry is a ``Backend`` subclass from ``runtime.runners``, which says what it is (name, summary,
+precisions, the flags it reads) and answers ``usage_problem``, ``unavailable`` and ``create``.
+``auto`` takes the first usable entry whose ``auto`` is set, in the order below (fastest first):
+TensorRT engines on a GPU, else ONNX Runtime when artifacts for the precision exist, else the
+PyTorch reference. A server (``triton``) is never chosen by ``auto``: it has to be named.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from export.errors import BackendUnavailableError
 
-from reference.errors import BackendUnavailableError, TruForError
+from .errors import UsageError
+from .runners.base import DEFAULT_ARTIFACTS, DEFAULT_SERVER_URL, Backend, BackendRequest, cpu_count
+from .runners.ort_runner import OrtBackend
+from .runners.torch_runner import TorchBackend
+from .runners.triton_runner import TritonBackend
+from .runners.trt_backend import TensorRTBackend
 
-from .runners.base import Backend
-
-PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_ARTIFACTS = Path("artifacts")
-DEFAULT_TRITON_URL = "localhost:8001"  # Triton's gRPC port
-
-
-@dataclass(frozen=True)
-class BackendRequest:
-    """What the user asked for, built once at the CLI edge."""
-
-    backend: str = "auto"
-    precision: str = "fp32"
-    artifacts: Path = DEFAULT_ARTIFACTS
-    checkpoint: Path | None = None
-    preset: str | None = None
-    device: str = "cpu"
-    threads: int | None = None  # intra-op threads; None: all cores
-    tile_size: int | None = None  # torch only; ONNX Runtime takes it from the manifest
-    url: str = DEFAULT_TRITON_URL  # triton only: the server's gRPC address
+BACKENDS: dict[str, type[Backend]] = {
+    backend.name: backend
+    for backend in (
+        TensorRTBackend,
+        OrtBackend,
+        TorchBackend,
+        TritonBackend,
+    )
+}
+__all__ = [  # with what the CLIs take from runners.base through here
+    "BACKENDS", "DEFAULT_ARTIFACTS", "DEFAULT_SERVER_URL", "BackendRequest", "auto_candidates", "backend_help",
+    "build_command", "check_request", "choices", "choose_backend", "cpu_count", "create_backend", "readers",
+]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class BackendEntry:
-    name: str
-    precisions: tuple[str, ...]
-    summary: str
-    unavailable: Callable[[BackendRequest], str | None]  # why it cannot run here; None if it can
-    create: Callable[[BackendRequest], Backend]
+def choices() -> tuple[str, ...]:
+    """--backend's choices."""
+    return ("auto", *BACKENDS)
+
+
+def auto_candidates() -> list[type[Backend]]:
+    """What ``auto`` tries, in order."""
+    return [backend for backend in BACKENDS.values() if backend.auto]
+
+
+def readers(flag: str) -> str:
+    """``--backend`` names that read ``flag``, for help and error messages: "tensorrt, onnxruntime or torch"."""
+    names = [name for name, backend in BACKENDS.items() if flag in backend.flags]
+    return " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
+
+
+def backend_help() -> str:
+    auto = ", then ".join(f"{backend.name} ({backend.summary})" for backend in auto_candidates())
+    named = "; or ".join(f"{b.name} ({b.summary})" for b in BACKENDS.values() if not b.auto)
+    return f"auto (default) takes the fastest one usable here: {auto}" + (f"; or {named}, never chosen by auto" if named else "")
+
+
+def check_request(request: BackendRequest, given: list[str]) -> None:
+    """Refuse model flags (``given``) the chosen backend does not read, and precisions it never runs,
+    with a UsageError naming both sides; with ``auto``, the flags must all be read by one candidate."""
+    if request.backend != "auto":
+        backend = BACKENDS[request.backend]
+        for flag in given:
+            if flag not in backend.flags:
+                raise UsageError(f"{flag} is read by --backend {readers(flag)} only, but --backend {backend.name} "
+                                 f"was given; {backend.model_source}")
+        problem = backend.usage_problem(request)
+        if problem:
+            raise UsageError(f"--backend {backend.name} {problem}")
+        return
+    candidates = auto_candidates()
+    if any(set(given) <= set(backend.flags) for backend in candidates):
+        return
+    unread = [flag for flag in given if not any(flag in backend.flags for backend in candidates)]
+    if unread:
+        raise UsageError(f"{unread[0]} is read by --backend {readers(unread[0])} only, but --backend auto was given "
+                         f"(it picks among {', '.join(b.name for b in candidates)}); pass --backend {readers(unread[0])}")
+    raise UsageError(
+        f"{' and '.join(given)} name two different models ("
+        + "; ".join(f"{flag}: --backend {readers(flag)}" for flag in given)
+        + "); pick one with --backend"
+    )
 
 
 def build_command(request: BackendRequest) -> str:
@@ -53,160 +90,23 @@ def build_command(request: BackendRequest) -> str:
     return f"python -m export.build --precision {request.precision} {source} --out {request.artifacts} --onnx-only"
 
 
-# --- torch -----------------------------------------------------------------------------------
-
-def _torch_unavailable(request: BackendRequest) -> str | None:
-    if importlib.util.find_spec("torch") is None:
-        return "PyTorch is not installed"
-    if request.checkpoint is None and request.preset is None:
-        return "the torch backend needs --checkpoint FILE (official weights) or --preset NAME (random weights)"
-    if request.checkpoint is not None and not request.checkpoint.is_file():
-        return f"checkpoint {request.checkpoint} does not exist"
-    if request.precision != "fp32" and not request.device.startswith("cuda"):
-        return f"the torch backend runs {request.precision} on a CUDA device only (--device cuda)"
-    return None
-
-
-def _torch_create(request: BackendRequest) -> Backend:
-    import torch
-
-    from reference import build_trufor
-
-    from .runners.torch_runner import DEFAULT_TILE_SIZE, TorchBackend
-
-    if request.threads:
-        torch.set_num_threads(request.threads)
-    model = build_trufor(request.preset or "trufor", request.checkpoint)
-    tile_size = request.tile_size or DEFAULT_TILE_SIZE
-    if request.device.startswith("cuda"):
-        from .runners.torch_cuda import TorchCudaBackend
-
-        return TorchCudaBackend(model, request.device, tile_size, request.precision)
-    return TorchBackend(model, request.device, tile_size)
-
-
-# --- onnxruntime -----------------------------------------------------------------------------
-
-def _ort_unavailable(request: BackendRequest) -> str | None:
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed (pip install onnxruntime)"
-    if importlib.util.find_spec("export.manifest") is None:
-        return "export.manifest is missing from this checkout, so artifacts cannot be read"
-    from export.manifest import load_manifest
-
-    try:
-        # Cheap check here; OrtBackend hashes the graphs and refuses stale ones with a clear error.
-        manifest = load_manifest(request.artifacts, request.precision, verify=False)
-    except TruForError as error:
-        return str(error)
-    return _other_model(request, manifest)
-
-
-def _other_model(request: BackendRequest, manifest) -> str | None:
-    """Why the artifacts hold another model than the --checkpoint / --preset asked for (auto only)."""
-    if request.checkpoint is None and request.preset is None:
-        return None
-    built_from = (
-        f"checkpoint {manifest.checkpoint['path']} (sha256 {manifest.checkpoint['sha256'][:12]})"
-        if manifest.checkpoint
-        else "random weights"
-    )
-    if request.checkpoint is None:
-        return f"{manifest.path} holds {built_from}, not the random weights of --preset {request.preset}"
-    from export.manifest import sha256_file
-
-    if not request.checkpoint.is_file():
-        return f"checkpoint {request.checkpoint} does not exist"
-    if manifest.checkpoint is None or sha256_file(request.checkpoint) != manifest.checkpoint["sha256"]:
-        return f"{manifest.path} was built from {built_from}, not from --checkpoint {request.checkpoint}"
-    if manifest.preset != (request.preset or "trufor"):
-        return f"{manifest.path} was built for preset {manifest.preset}, not {request.preset or 'trufor'}"
-    return None
-
-
-def _ort_create(request: BackendRequest) -> Backend:
-    from .runners.ort_runner import OrtBackend
-
-    return OrtBackend(request.artifacts, request.precision, threads=request.threads)
-
-
-# --- tensorrt --------------------------------------------------------------------------------
-
-def _trt_unavailable(request: BackendRequest) -> str | None:
-    from .runners.trt_backend import tensorrt_unavailable
-
-    reason = tensorrt_unavailable(request.artifacts, request.precision)
-    if reason is not None:
-        return reason
-    from export.manifest import load_manifest
-
-    return _other_model(request, load_manifest(request.artifacts, request.precision, verify=False))
-
-
-def _trt_create(request: BackendRequest) -> Backend:
-    from .runners.trt_backend import TensorRTBackend
-
-    return TensorRTBackend(request.artifacts, request.precision)
-
-
-# --- triton ----------------------------------------------------------------------------------
-
-def _triton_unavailable(request: BackendRequest) -> str | None:
-    if importlib.util.find_spec("tritonclient") is None or importlib.util.find_spec("grpc") is None:
-        return "tritonclient with gRPC is not installed (pip install -e '.[triton]')"
-    return None  # the server and its models are checked when the backend is created, naming the URL
-
-
-def _triton_create(request: BackendRequest) -> Backend:
-    from .runners.triton_runner import TritonBackend
-
-    return TritonBackend(request.url, request.precision)
-
-
-BACKENDS: dict[str, BackendEntry] = {
-    entry.name: entry
-    for entry in (
-        BackendEntry("tensorrt", PRECISIONS, "TensorRT engines on an NVIDIA GPU", _trt_unavailable, _trt_create),
-        BackendEntry(
-            "onnxruntime", PRECISIONS, "exported ONNX graphs (--artifacts), CPU or CUDA", _ort_unavailable, _ort_create
-        ),
-        BackendEntry(
-            "torch", ("fp32", "fp16"), "the PyTorch reference model (--checkpoint or --preset; fp16 on CUDA)",
-            _torch_unavailable, _torch_create,
-        ),
-        BackendEntry(
-            "triton", PRECISIONS, "a Triton Inference Server at --url (python -m export.build --triton)",
-            _triton_unavailable, _triton_create,
-        ),
-    )
-}
-AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
-BACKEND_CHOICES = ("auto", *BACKENDS)
-
-
-def choose_backend(request: BackendRequest) -> BackendEntry:
-    """The entry that will run ``request``; raises BackendUnavailableError saying what to do instead."""
+def choose_backend(request: BackendRequest) -> type[Backend]:
+    """The backend that will run ``request``; raises BackendUnavailableError saying what to do instead."""
     if request.backend != "auto":
-        entry = BACKENDS[request.backend]
-        if request.precision not in entry.precisions:
-            raise BackendUnavailableError(
-                f"--backend {entry.name} runs {', '.join(entry.precisions)} only, but --precision "
-                f"{request.precision} was given"
-            )
-        reason = entry.unavailable(request)
+        backend = BACKENDS[request.backend]
+        reason = backend.usage_problem(request)
         if reason:
-            raise BackendUnavailableError(f"--backend {entry.name} cannot run: {reason}")
-        return entry
+            raise BackendUnavailableError(f"--backend {backend.name} {reason}")
+        reason = backend.unavailable(request)
+        if reason:
+            raise BackendUnavailableError(f"--backend {backend.name} cannot run: {reason}")
+        return backend
     reasons = []
-    for name in AUTO_ORDER:
-        entry = BACKENDS[name]
-        if request.precision not in entry.precisions:
-            reasons.append(f"{name}: runs {', '.join(entry.precisions)} only, not {request.precision}")
-            continue
-        reason = entry.unavailable(request)
+    for backend in auto_candidates():
+        reason = backend.usage_problem(request) or backend.unavailable(request)
         if reason is None:
-            return entry
-        reasons.append(f"{name}: {reason}")
+            return backend
+        reasons.append(f"{backend.name}: {reason}")
     raise BackendUnavailableError(
         "no backend can run this scan:\n  "
         + "\n  ".join(reasons)
@@ -217,7 +117,3 @@ def choose_backend(request: BackendRequest) -> BackendEntry:
 
 def create_backend(request: BackendRequest) -> Backend:
     return choose_backend(request).create(request)
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

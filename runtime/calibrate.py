@@ -38,7 +38,7 @@ from scipy.stats import binomtest
 from reference.inputs import collect_inputs
 from reference.outputs import atomic_write
 
-from .args import UsageError
+from .errors import UsageError
 from .decision import THRESHOLD_FORMAT, DecisionRule
 from .records import OK, read_latest
 from .scan import DEFAULT_WORKERS, EXIT_FAILED, EXIT_OK, GROUPS, run

@@ -17,10 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from reference.errors import ImageDecodeError
-from reference.image import load_rgb
+from reference.image import DEFAULT_MAX_PIXELS, load_rgb
 from reference.inputs import InputFile
 
-from .args import ImageOptions
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How files become the model's RGB input (``load_rgb``'s options), built at the CLI edge."""
+
+    exif_transpose: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 @dataclass

@@ -38,7 +38,7 @@ class Predictor:
         self.overlap = tiling.overlap_for(backend.tile_size)
         self.exif_transpose = exif_transpose
         self.max_pixels = max_pixels
-        self._whole_ran = False  # since the last tiled image: its buffers are still held
+        self._whole_holds_memory = False  # it ran since the last tiled image and keeps its buffers
         backend.activate()
 
     def close(self) -> None:
@@ -90,7 +90,7 @@ class Predictor:
         return min(self.tiling.batch_size, budget)
 
     def _predict_whole(self, batch: np.ndarray) -> list[TruForResult]:
-        self._whole_ran = True
+        self._whole_holds_memory = self.backend.capabilities.release_memory
         out = self.backend.whole.infer({"image": np.ascontiguousarray(batch)})
         return [
             TruForResult(map=out["map"][i], conf=out["conf"][i], score=float(out["score"][i]))
@@ -98,14 +98,9 @@ class Predictor:
         ]
 
     def _submit_tiles(self, tiles: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-        """Starts a batch of tiles and returns the call that waits for its logits; runners without
-        ``submit_batch`` (ONNX Runtime, torch) compute here, TensorRT's returns at once."""
-        runner = self.backend.tile
-        submit_batch = getattr(runner, "submit_batch", None)
-        if submit_batch is None:
-            out = runner.infer({"image": tiles})
-            return lambda: (out["loc_logits"], out["conf_logits"])
-        wait = submit_batch({"image": tiles})
+        """Starts a batch of tiles and returns the call that waits for its logits: at once on a backend
+        with ``async_submit`` (TensorRT), after computing them on the others."""
+        wait = self.backend.tile.submit_batch({"image": tiles})
 
         def logits() -> tuple[np.ndarray, np.ndarray]:
             out = wait()
@@ -114,9 +109,9 @@ class Predictor:
         return logits
 
     def _predict_tiled(self, rgb: np.ndarray) -> TruForResult:
-        if self._whole_ran:  # the tile and score graphs' buffers must not add up with the whole graph's
+        if self._whole_holds_memory:  # the tile and score graphs' buffers must not add up with the whole graph's
             self.backend.whole.release_memory()
-            self._whole_ran = False
+            self._whole_holds_memory = False
         loc_logits, conf_logits = stitch_tiles(
             rgb,
             self._submit_tiles,

@@ -44,12 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
-from reference.errors import BackendUnavailableError, ImageDecodeError, TruForError
+from export.errors import BackendUnavailableError
+from reference.errors import ImageDecodeError, TruForError
 from reference.inputs import InputFile
 
-from .args import ImageOptions, UsageError
 from .backends import BackendRequest, cpu_count, create_backend
-from .decode import Decoded, decode, read_failure
+from .decode import Decoded, ImageOptions, decode, read_failure
+from .errors import UsageError
 from .predictor import Predictor
 from .runners.base import Backend
 from .scanner import OutputOptions, Scanner, error_row
@@ -155,12 +156,6 @@ def connect(options: RayOptions) -> Iterator[None]:
         ray.shutdown()
 
 
-def _uses_gpu(backend: Backend) -> bool:
-    if backend.name == "torch":
-        return backend.device.type == "cuda"
-    return backend.name == "tensorrt" or any("CUDA" in p or "Tensorrt" in p for p in getattr(backend, "providers", ()))
-
-
 def _read(row: dict) -> dict:
     """Ray task: an input's bytes, or why they cannot be read (never raises, so one bad file costs one row).
     No nulls: Ray Data hands a missing string to numpy batches as NaN."""
@@ -220,7 +215,7 @@ class RayScan:
         resources = ray.cluster_resources()
         cpus, gpus = resources.get("CPU", 0.0), int(resources.get("GPU", 0))
         free_cpus = cpus - RESERVED_CPUS
-        if _uses_gpu(backend):
+        if backend.capabilities.gpu:
             self.threads, self.per_actor = request.threads, {"num_cpus": 1, "num_gpus": 1}
             fits = min(gpus, math.floor(free_cpus))
             self.each = "1 GPU and 1 CPU each"

@@ -27,10 +27,11 @@ from reference.errors import TruForError
 from reference.inputs import InputFile, collect_inputs
 
 from . import ray_scan
-from .args import ImageArgs, ModelArgs, TilingArgs, UsageError
+from .args import ImageArgs, ModelArgs, TilingArgs
 from .backends import cpu_count, create_backend
 from .decision import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_THRESHOLD, DecisionRule, read_threshold_file
 from .decode import DONE, EMPTY, Decoded, DecodePool
+from .errors import UsageError
 from .outputs import remove_stale_temps
 from .predictor import Predictor
 from .records import OK, ResultsWriter, generic_error, read_latest
@@ -214,15 +215,9 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _random_weights_warning(request, backend) -> None:
-    manifest = getattr(backend, "manifest", None)
-    if backend.name == "torch" and request.checkpoint is None:
-        what = f"--preset {request.preset} without --checkpoint runs"
-    elif manifest is not None and manifest.checkpoint is None:
-        what = f"{manifest.path} was exported without a checkpoint: it holds"
-    elif backend.name == "triton" and not backend.parameters["tile"].get("checkpoint_sha256"):
-        what = f"the models of the Triton server at {backend.url} were exported without a checkpoint: they hold"
-    else:
+def _random_weights_warning(backend) -> None:
+    what = backend.identity.random_weights
+    if what is None:
         return
     bar = "!" * 78
     _warn(
@@ -256,7 +251,7 @@ def run(specs: list[str], request, image_options, tiling, options: OutputOptions
         try:
             inputs = collect_inputs(specs)
             backend = create_backend(request)
-            _random_weights_warning(request, backend)
+            _random_weights_warning(backend)
             if ray_options is not None:  # the model runs on the actors; the backend here names what they run
                 stack.enter_context(ray_scan.connect(ray_options))
                 job = ray_scan.RayScan(ray_options, request, backend, tiling, image_options, options)
@@ -270,7 +265,7 @@ def run(specs: list[str], request, image_options, tiling, options: OutputOptions
                     )
                 )
                 where = f"{options.workers} decoding threads"
-            check_settings(options.out, request, backend, tiling, image_options, options.decision)
+            check_settings(options.out, backend, tiling, image_options, options.decision)
             record_command(options.out, command)
         except (TruForError, ValueError, OSError) as error:
             _warn(f"[E] {error}")

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from reference.errors import TruForError
-from reference.outputs import atomic_write
+from reference.outputs import atomic_write_text
 
-from .backends import BackendRequest
 from .decision import DecisionRule
 from .runners.base import Backend
 from .tiling import TilingConfig
@@ -47,27 +46,12 @@ class ScanDirLock:
             self._file.close()  # closing releases the lock
 
 
-def _model_identity(request: BackendRequest, backend: Backend) -> str:
-    if backend.name == "triton":
-        return backend.model_identity()
-    if backend.name == "torch":
-        if request.checkpoint is None:
-            return f"preset {request.preset} (random weights)"
-        stat = request.checkpoint.stat()
-        return f"checkpoint {request.checkpoint.resolve()} ({stat.st_size} bytes), preset {request.preset or 'trufor'}"
-    manifest = getattr(backend, "manifest", None)
-    source = "random weights"
-    if manifest is not None and manifest.checkpoint:
-        source = f"checkpoint sha256 {manifest.checkpoint['sha256']}"
-    return f"artifacts {request.artifacts.resolve()} ({source})"
-
-
-def settings(request, backend, tiling: TilingConfig, image_options, decision: DecisionRule) -> dict:
+def settings(backend: Backend, tiling: TilingConfig, image_options, decision: DecisionRule) -> dict:
     """Everything that changes a row's numbers; rows made with other settings must not be mixed in."""
     return {
         "backend": backend.name,
         "precision": backend.precision,
-        "model": _model_identity(request, backend),
+        "model": backend.identity.description,
         "tile_size": backend.tile_size,
         "tile_threshold_pixels": tiling.threshold_pixels,
         "tile_overlap": tiling.overlap_for(backend.tile_size),
@@ -77,11 +61,11 @@ def settings(request, backend, tiling: TilingConfig, image_options, decision: De
     }
 
 
-def check_settings(folder: Path, request, backend, tiling, image_options, decision: DecisionRule) -> None:
+def check_settings(folder: Path, backend: Backend, tiling: TilingConfig, image_options, decision: DecisionRule) -> None:
     """Record the settings on the first run; refuse to resume with different ones, naming each difference,
     and a threshold calibrated on another model."""
     path = folder / SETTINGS_FILE
-    current = settings(request, backend, tiling, image_options, decision)
+    current = settings(backend, tiling, image_options, decision)
     decision.check_model(current["model"])
     if path.exists():
         try:
@@ -100,8 +84,7 @@ def check_settings(folder: Path, request, backend, tiling, image_options, decisi
                 f"{folder} holds results made with other settings ({'; '.join(changed)}). "
                 "Resuming would mix them: pass a new --out, or rerun with the recorded settings"
             )
-    text = json.dumps(current, indent=2) + "\n"
-    atomic_write(path, lambda file: file.write(text.encode()))
+    atomic_write_text(path, json.dumps(current, indent=2) + "\n")
 
 
 def record_command(folder: Path, command: str) -> None:

@@ -1,4 +1,5 @@
-"""Session fixtures: the golden weights and model, and a tiny model with non-trivial weights."""
+"""Session fixtures: the golden weights and model, a tiny model with non-trivial weights, and its exports
+(session-scoped, one per precision, to keep the suite fast)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import importlib.util
 
 import pytest
 import torch
+from export_helpers import export_tiny, make_tiny_model
+from trufor_testing import randomize_, shared_path
 
 from reference import build_trufor
-from trufor_testing import randomize_, shared_path
+from reference.model import TruFor
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -39,3 +42,24 @@ def golden_model(golden_state_dict) -> torch.nn.Module:
 @pytest.fixture
 def tiny_model() -> torch.nn.Module:
     return randomize_(build_trufor("tiny")).eval()
+
+
+@pytest.fixture(scope="session")
+def reference_model() -> TruFor:
+    """The perturbed tiny model as users run it (fused attention); the exports carry the same weights."""
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory):
+    """A function giving one folder that holds the fp32, fp16 and int8 exports, each made on first use."""
+    folder = tmp_path_factory.mktemp("artifacts")
+    made = set()
+
+    def get(precision: str):
+        if precision not in made:
+            export_tiny(folder, precision)
+            made.add(precision)
+        return folder
+
+    return get

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,24 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 fan_in = tensor[0].numel()
                 tensor.copy_(noise * (2.0 / fan_in) ** 0.5)
     return model
+
+
+def assert_write_is_atomic(monkeypatch, path: Path, write) -> None:
+    """``write()`` replaces ``path`` through ``reference.outputs.atomic_write``: a failure at its fsync (a
+    full disk) leaves the previous file whole and no temporary file, and a retry then replaces it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"previous")
+    before = sorted(p.name for p in path.parent.iterdir())
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", disk_full)
+        with pytest.raises(OSError, match="No space left on device"):
+            write()
+    assert path.read_bytes() == b"previous", f"{path.name} was written in place"
+    assert sorted(p.name for p in path.parent.iterdir()) == before, "a temporary file was left behind"
+    write()
+    assert path.read_bytes() != b"previous"
+    assert sorted(p.name for p in path.parent.iterdir()) == before

@@ -1,82 +1,76 @@
-"""The runner interface every backend implements, and the graph I/O contract it must honour.
+"""The runner interface every backend implements, and the ``Backend`` that holds three runners.
 
 Polygraphy-style: the public ``activate`` / ``infer`` / ``deactivate`` of ``BaseRunner`` check
-state and inputs; a backend implements only the ``*_impl`` hooks. A *backend* (``Backend``) is
-three runners, one per exported graph, with exactly the I/O of the ONNX export:
-
-- ``whole``: ``image`` uint8 [batch, height, width, 3] -> ``map``, ``conf`` float32 [batch, H, W],
-  ``score`` float32 [batch];
-- ``tile``: ``image`` uint8 [batch, T, T, 3] -> ``loc_logits`` float32 [batch, 2, T, T],
-  ``conf_logits`` float32 [batch, 1, T, T];
-- ``score``: ``loc_logits`` float32 [1, 2, H, W], ``conf_logits`` float32 [1, 1, H, W] -> ``map``,
-  ``conf`` [1, H, W], ``score`` [1].
+state and inputs against the graph's contract (``export.contract.GraphSpec``: the export's I/O,
+read back from the manifest); a backend implements only the ``*_impl`` hooks. A *backend* is three
+runners, one per exported graph (``whole``, ``tile``, ``score``), plus what the rest of the runtime
+needs to know about it: its identity (name, precision, the model it runs), its device and its
+capabilities; the class attributes say which flags and precisions it takes, and ``unavailable`` /
+``create`` are what the registry (``runtime.backends``) calls. Nothing else in the runtime names a
+backend: adding one is one runner module plus one registry line (runtime/README.md).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from export.contract import GRAPH_NAMES, PRECISION_NAMES, GraphSpec
 from reference.errors import TruForError
 
-GRAPH_NAMES = ("whole", "tile", "score")
+DEFAULT_ARTIFACTS = Path("artifacts")
+DEFAULT_SERVER_URL = "localhost:8001"  # an inference server's gRPC port on this machine
+
+
+def cpu_count() -> int:
+    """The cores this process may use (its affinity mask), the default thread count of every backend."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """dtype and shape of one graph input; a string in ``shape`` is a dynamic dimension."""
+class BackendRequest:
+    """What the user asked for, built once at the CLI edge; each backend reads the fields of its ``flags``."""
 
-    dtype: np.dtype
-    shape: tuple[int | str, ...]
-
-    def check(self, graph: str, name: str, array: np.ndarray) -> None:
-        if not isinstance(array, np.ndarray):
-            raise TruForError(f"{graph} graph: input {name!r} must be a numpy array, got {type(array).__name__}")
-        if array.dtype != self.dtype:
-            raise TruForError(
-                f"{graph} graph: input {name!r} has dtype {array.dtype}, expected {np.dtype(self.dtype)}"
-            )
-        if array.ndim != len(self.shape) or any(
-            isinstance(want, int) and got != want for got, want in zip(array.shape, self.shape)
-        ):
-            raise TruForError(
-                f"{graph} graph: input {name!r} has shape {array.shape}, expected {self.shape}"
-            )
+    backend: str = "auto"
+    precision: str = "fp32"
+    artifacts: Path = DEFAULT_ARTIFACTS
+    checkpoint: Path | None = None
+    preset: str | None = None
+    device: str = "cpu"
+    threads: int | None = None  # intra-op threads; None: all cores
+    tile_size: int | None = None  # backends without artifacts; the others take it from the manifest
+    url: str = DEFAULT_SERVER_URL  # the inference server's gRPC address
 
 
 @dataclass(frozen=True)
-class GraphIO:
-    inputs: dict[str, TensorSpec]
-    outputs: tuple[str, ...]
+class Capabilities:
+    """What a backend can do beyond the runner interface, for the code that schedules work around it."""
+
+    async_submit: bool = False  # ``submit_batch`` returns before the outputs exist: tiles compute while the host blends
+    gpu: bool = False  # computes on a GPU of this machine (a Ray actor then claims one)
+    release_memory: bool = False  # the whole graph keeps working memory between calls and can give it back
 
 
-def graph_io(tile_size: int, num_classes: int = 2) -> dict[str, GraphIO]:
-    """The export's I/O contract for the three graphs, for a tile graph of ``tile_size`` pixels."""
-    uint8, float32 = np.dtype(np.uint8), np.dtype(np.float32)
-    return {
-        "whole": GraphIO(
-            {"image": TensorSpec(uint8, ("batch", "height", "width", 3))}, ("map", "conf", "score")
-        ),
-        "tile": GraphIO(
-            {"image": TensorSpec(uint8, ("batch", tile_size, tile_size, 3))}, ("loc_logits", "conf_logits")
-        ),
-        "score": GraphIO(
-            {
-                "loc_logits": TensorSpec(float32, (1, num_classes, "height", "width")),
-                "conf_logits": TensorSpec(float32, (1, 1, "height", "width")),
-            },
-            ("map", "conf", "score"),
-        ),
-    }
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model a backend runs: ``description`` goes into scan.json, so rows of another model are never
+    mixed in; ``random_weights`` is what holds random weights, said in the scan's warning (None: trained)."""
+
+    description: str
+    random_weights: str | None = None
 
 
 class BaseRunner:
     """Runs one graph. Use as a context manager, or call ``activate`` / ``deactivate`` yourself."""
 
-    def __init__(self, graph: str, io: GraphIO):
-        self.graph = graph
-        self.io = io
+    def __init__(self, spec: GraphSpec):
+        self.graph = spec.kind
+        self.spec = spec
         self.is_active = False
 
     # Hooks a backend implements.
@@ -101,18 +95,23 @@ class BaseRunner:
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.is_active:
             raise RuntimeError(f"{type(self).__name__} ({self.graph}) must be activated before infer()")
-        missing = sorted(set(self.io.inputs) - set(feed))
-        extra = sorted(set(feed) - set(self.io.inputs))
+        names = self.spec.input_names
+        missing = sorted(set(names) - set(feed))
+        extra = sorted(set(feed) - set(names))
         if missing or extra:
-            raise TruForError(
-                f"{self.graph} graph takes inputs {sorted(self.io.inputs)}; missing {missing}, unexpected {extra}"
-            )
-        for name, spec in self.io.inputs.items():
-            spec.check(self.graph, name, feed[name])
+            raise TruForError(f"{self.graph} graph takes inputs {sorted(names)}; missing {missing}, unexpected {extra}")
+        for spec in self.spec.inputs:
+            spec.check(self.graph, feed[spec.name])
         outputs = self.infer_impl(feed)
-        missing = [name for name in self.io.outputs if name not in outputs]
+        missing = [name for name in self.spec.output_names if name not in outputs]
         assert not missing, f"{type(self).__name__} ({self.graph}) did not return {missing}"
         return outputs
+
+    def submit_batch(self, feed: dict[str, np.ndarray]) -> Callable[[], dict[str, np.ndarray]]:
+        """Start ``feed`` and return the call that waits for its outputs. Here the work is done before
+        returning; a backend with ``Capabilities.async_submit`` returns at once."""
+        outputs = self.infer(feed)
+        return lambda: outputs
 
     def release_memory(self) -> None:
         """Give back the working memory kept from earlier calls (sized for the largest input so far).
@@ -137,15 +136,42 @@ class BaseRunner:
 
 
 class Backend:
-    """Three runners (``whole``, ``tile``, ``score``) plus what results are labelled with."""
+    """Three runners (``whole``, ``tile``, ``score``) with the identity, device and capabilities of what runs them."""
 
-    name: str = "base"
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for --backend's help
+    precisions: ClassVar[tuple[str, ...]] = PRECISION_NAMES
+    flags: ClassVar[tuple[str, ...]] = ()  # the model flags it reads (--artifacts, --checkpoint, --url, ...)
+    model_source: ClassVar[str]  # where it takes its model from: said when a flag it does not read is given
+    auto: ClassVar[bool] = True  # --backend auto may pick it (in registry order, fastest first)
 
-    def __init__(self, precision: str, tile_size: int, runners: dict[str, BaseRunner]):
+    def __init__(self, precision: str, tile_size: int, runners: dict[str, BaseRunner], *, device: str,
+                 identity: ModelIdentity, capabilities: Capabilities = Capabilities()):
         assert set(runners) == set(GRAPH_NAMES), sorted(runners)
         self.precision = precision
         self.tile_size = tile_size
         self.runners = runners
+        self.device = device  # where it computes, in words: "cpu", "cuda:0", "NVIDIA H100 80GB HBM3", a server
+        self.identity = identity
+        self.capabilities = capabilities
+
+    # What the registry calls.
+    @classmethod
+    def usage_problem(cls, request: BackendRequest) -> str | None:
+        """Why ``request`` can never run on this backend whatever the machine, as a predicate of its name
+        ("runs fp32, fp16 only, but ..."), or None."""
+        if request.precision not in cls.precisions:
+            return f"runs {', '.join(cls.precisions)} only, but --precision {request.precision} was given"
+        return None
+
+    @classmethod
+    def unavailable(cls, request: BackendRequest) -> str | None:
+        """Why this backend cannot run ``request`` on this machine (a package, a device, the model's files), or None."""
+        return None
+
+    @classmethod
+    def create(cls, request: BackendRequest) -> Backend:
+        raise NotImplementedError
 
     @property
     def whole(self) -> BaseRunner:
@@ -176,3 +202,4 @@ class Backend:
 
     def __exit__(self, *exc_info: object) -> None:
         self.deactivate()
+

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from pathlib import Path
 
 import numpy as np
 
-from reference.errors import ArtifactError, BackendUnavailableError
-from reference.image import MIN_SIDE
+from export.contract import GRAPH_NAMES, MIN_SIDE, GraphSpec
+from export.errors import ArtifactError, BackendUnavailableError
+from export.manifest import GraphEntry, Manifest, load_manifest, sha256_file
 
-from ..backends import cpu_count
-from .base import GRAPH_NAMES, Backend, BaseRunner, GraphIO, graph_io
+from .base import Backend, BackendRequest, BaseRunner, Capabilities, ModelIdentity, cpu_count
 
 _ORT_TYPES = {"tensor(uint8)": np.dtype(np.uint8), "tensor(float)": np.dtype(np.float32)}
 # Tried in this order when present; TensorRT's provider is used only when asked for by name.
@@ -42,26 +42,50 @@ def default_providers() -> list[str]:
     return [name for name in DEFAULT_PROVIDERS if name in available]
 
 
+def artifacts_identity(manifest: Manifest) -> ModelIdentity:
+    """The model of exported artifacts: their folder and the checkpoint they were exported from."""
+    source = f"checkpoint sha256 {manifest.checkpoint['sha256']}" if manifest.checkpoint else "random weights"
+    random = None if manifest.checkpoint else f"{manifest.path} was exported without a checkpoint: it holds"
+    return ModelIdentity(f"artifacts {manifest.directory.resolve()} ({source})", random)
+
+
+def other_model(request: BackendRequest, manifest: Manifest) -> str | None:
+    """Why the artifacts hold another model than the --checkpoint / --preset asked for (auto only)."""
+    if request.checkpoint is None and request.preset is None:
+        return None
+    built_from = (
+        f"checkpoint {manifest.checkpoint['path']} (sha256 {manifest.checkpoint['sha256'][:12]})"
+        if manifest.checkpoint
+        else "random weights"
+    )
+    if request.checkpoint is None:
+        return f"{manifest.path} holds {built_from}, not the random weights of --preset {request.preset}"
+    if not request.checkpoint.is_file():
+        return f"checkpoint {request.checkpoint} does not exist"
+    if manifest.checkpoint is None or sha256_file(request.checkpoint) != manifest.checkpoint["sha256"]:
+        return f"{manifest.path} was built from {built_from}, not from --checkpoint {request.checkpoint}"
+    if manifest.preset != (request.preset or "trufor"):
+        return f"{manifest.path} was built for preset {manifest.preset}, not {request.preset or 'trufor'}"
+    return None
+
+
 class OrtRunner(BaseRunner):
     """One graph file; the session is created on activate and dropped on deactivate."""
 
-    def __init__(
-        self, graph: str, io: GraphIO, path: Path, providers: list[str], threads: int | None, unsigned_int8: bool = False
-    ):
-        super().__init__(graph, io)
+    def __init__(self, spec: GraphSpec, path: os.PathLike, providers: list[str], threads: int | None):
+        super().__init__(spec)
         self.path = path
         self.providers = providers
         self.threads = threads
-        self.unsigned_int8 = unsigned_int8  # rewrite symmetric int8 activations to uint8 on load (CPU)
         self.session = None
         self.run_options = None
 
     def activate_impl(self) -> None:
         ort = _onnxruntime()
-        if not self.path.is_file():
-            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
-        from export.session import session_options
+        from export.session import session_options  # imports onnxruntime, which only this backend needs
 
+        if not os.path.isfile(self.path):
+            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
         options = session_options(self.threads or cpu_count())
         # Keep the CPU arena (without it the full model at 1024x768 peaked at 4.1 GB instead of 1.5 GB
         # here). The whole graph keeps it between runs: shrinking it after every run made each image
@@ -75,42 +99,29 @@ class OrtRunner(BaseRunner):
         self.release_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         if self.graph == "score":
             self.run_options = self.release_options
-        model = self._unsigned_int8_model() if self.unsigned_int8 else os.fspath(self.path)
         try:
-            self.session = ort.InferenceSession(model, options, providers=session_providers(self.providers))
+            self.session = ort.InferenceSession(os.fspath(self.path), options, providers=session_providers(self.providers))
         except Exception as error:  # ORT raises its own exception types for unreadable models
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {type(error).__name__}: {error}") from error
         self._check_signature()
-
-    def _unsigned_int8_model(self) -> bytes:
-        import onnx
-
-        from export.int8 import unsigned_activations
-
-        try:
-            model = onnx.load(self.path)
-        except Exception as error:
-            raise ArtifactError(f"cannot read {self.path}: {type(error).__name__}: {error}") from error
-        return unsigned_activations(model).SerializeToString()
 
     def _check_signature(self) -> None:
         inputs = {arg.name: arg for arg in self.session.get_inputs()}
         outputs = [arg.name for arg in self.session.get_outputs()]
         problems = []
-        if set(inputs) != set(self.io.inputs):
-            problems.append(f"inputs {sorted(inputs)}, expected {sorted(self.io.inputs)}")
+        if set(inputs) != set(self.spec.input_names):
+            problems.append(f"inputs {sorted(inputs)}, expected {sorted(self.spec.input_names)}")
         else:
-            for name, spec in self.io.inputs.items():
-                got = _ORT_TYPES.get(inputs[name].type)
+            for spec in self.spec.inputs:
+                got = _ORT_TYPES.get(inputs[spec.name].type)
                 if got != spec.dtype:
-                    problems.append(f"input {name!r} is {inputs[name].type}, expected {spec.dtype}")
-                fixed = [(g, w) for g, w in zip(inputs[name].shape, spec.shape) if isinstance(w, int)]
-                if len(inputs[name].shape) != len(spec.shape) or any(
-                    isinstance(g, int) and g != w for g, w in fixed
-                ):
-                    problems.append(f"input {name!r} has shape {inputs[name].shape}, expected {spec.shape}")
-        if sorted(outputs) != sorted(self.io.outputs):
-            problems.append(f"outputs {outputs}, expected {list(self.io.outputs)}")
+                    problems.append(f"input {spec.name!r} is {inputs[spec.name].type}, expected {spec.dtype}")
+                shape = inputs[spec.name].shape
+                fixed = [(g, w) for g, w in zip(shape, spec.shape) if isinstance(w, int)]
+                if len(shape) != len(spec.shape) or any(isinstance(g, int) and g != w for g, w in fixed):
+                    problems.append(f"input {spec.name!r} has shape {shape}, expected {spec.shape}")
+        if sorted(outputs) != sorted(self.spec.output_names):
+            problems.append(f"outputs {outputs}, expected {list(self.spec.output_names)}")
         if problems:
             self.session = None
             raise ArtifactError(
@@ -120,22 +131,32 @@ class OrtRunner(BaseRunner):
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: np.ascontiguousarray(value) for name, value in feed.items()}
-        values = self.session.run(list(self.io.outputs), feed, self.run_options)
-        return dict(zip(self.io.outputs, values))
+        names = list(self.spec.output_names)
+        return dict(zip(names, self.session.run(names, feed, self.run_options)))
 
     def release_memory_impl(self) -> None:
         """One run on the smallest input with arena shrinkage, which frees every chunk not in use
         (all of them, between runs). Graphs with a fixed input size keep theirs: it never grows."""
         if self.graph == "whole":
             image = np.zeros((1, MIN_SIDE, MIN_SIDE, 3), np.uint8)
-            self.session.run(list(self.io.outputs), {"image": image}, self.release_options)
+            self.session.run(list(self.spec.output_names), {"image": image}, self.release_options)
 
     def deactivate_impl(self) -> None:
         self.session = None
 
 
+def graph_file(entry: GraphEntry, providers: list[str]) -> os.PathLike:
+    """The file of ``entry`` these providers run best: the uint8-activation form of an int8 graph on the
+    CPU (x86 U8S8 kernels, written by the export), the symmetric int8 graph as exported elsewhere."""
+    on_cpu = providers[0] == "CPUExecutionProvider"
+    return entry.uint8_activations if on_cpu and entry.uint8_activations is not None else entry.path
+
+
 class OrtBackend(Backend):
     name = "onnxruntime"
+    summary = "exported ONNX graphs (--artifacts), CPU or CUDA"
+    flags = ("--artifacts", "--threads")
+    model_source = "onnxruntime takes the model from --artifacts (build them with python -m export.build)"
 
     def __init__(
         self,
@@ -144,42 +165,33 @@ class OrtBackend(Backend):
         providers: list[str] | None = None,
         threads: int | None = None,
     ):
-        from export.manifest import load_manifest  # raises ArtifactError for missing or stale artifacts
-
-        self.manifest = load_manifest(artifacts_dir, precision)
-        paths = {graph: self.manifest.graph(graph).path for graph in GRAPH_NAMES}
-        self._setup(paths, precision, self.manifest.tile_size, providers, threads)
+        self.manifest = load_manifest(artifacts_dir, precision)  # ArtifactError for missing or stale artifacts
+        self.providers = list(providers) if providers else default_providers()
+        entries = {graph: self.manifest.graph(graph) for graph in GRAPH_NAMES}
+        runners = {
+            graph: OrtRunner(entry.spec, graph_file(entry, self.providers), self.providers, threads)
+            for graph, entry in entries.items()
+        }
+        on_gpu = self.providers[0] != "CPUExecutionProvider"
+        super().__init__(
+            precision, self.manifest.tile_size, runners, device="cuda" if on_gpu else "cpu",
+            identity=artifacts_identity(self.manifest), capabilities=Capabilities(gpu=on_gpu, release_memory=True),
+        )
 
     @classmethod
-    def from_files(
-        cls,
-        paths: dict[str, str | os.PathLike],
-        precision: str,
-        tile_size: int,
-        providers: list[str] | None = None,
-        threads: int | None = None,
-    ) -> OrtBackend:
-        """A backend over graph files named directly, without a manifest (tests, experiments)."""
-        backend = cls.__new__(cls)
-        backend.manifest = None
-        backend._setup({g: Path(p) for g, p in paths.items()}, precision, tile_size, providers, threads)
-        return backend
+    def unavailable(cls, request: BackendRequest) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        try:
+            # Cheap check here; the backend hashes the graphs and refuses stale ones with a clear error.
+            manifest = load_manifest(request.artifacts, request.precision, verify=False)
+        except ArtifactError as error:
+            return str(error)
+        return other_model(request, manifest)
 
-    def _setup(self, paths, precision, tile_size, providers, threads) -> None:
-        providers = list(providers) if providers else default_providers()
-        # ONNX Runtime's x86 int8 kernels are fastest with uint8 activations; other providers
-        # (CUDA, TensorRT) take the symmetric int8 graph as exported.
-        unsigned_int8 = precision == "int8" and providers[0] == "CPUExecutionProvider"
-        io = graph_io(tile_size)
-        super().__init__(
-            precision,
-            tile_size,
-            {
-                graph: OrtRunner(graph, io[graph], paths[graph], providers, threads, unsigned_int8)
-                for graph in GRAPH_NAMES
-            },
-        )
-        self.providers = providers
+    @classmethod
+    def create(cls, request: BackendRequest) -> OrtBackend:
+        return cls(request.artifacts, request.precision, threads=request.threads)
 
     def describe(self) -> str:
         return f"onnxruntime ({self.precision}, tile {self.tile_size}, {', '.join(self.providers)})"

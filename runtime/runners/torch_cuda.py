@@ -16,39 +16,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reference.config import PIXEL_SCALE
-from reference.errors import BackendUnavailableError
-from reference.model import TruFor, TruForOutput, probabilities
+from export.contract import DEFAULT_TILE
+from export.errors import BackendUnavailableError
+from reference.model import TruFor, images_to_input
 
-from .torch_runner import DEFAULT_TILE_SIZE, TorchBackend, _numpy
-
-PRECISIONS = ("fp32", "fp16")
+from .base import ModelIdentity
+from .torch_runner import TorchBackend, _numpy, _outputs
 
 
 class TorchCudaBackend(TorchBackend):
-    name = "torch"
+    """The ``torch`` backend on a CUDA device (``TorchBackend.create`` picks it for --device cuda)."""
 
-    def __init__(self, model: TruFor, device: str | torch.device = "cuda", tile_size: int = DEFAULT_TILE_SIZE,
-                 precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"the torch CUDA backend runs {', '.join(PRECISIONS)}, not {precision!r}")
+    def __init__(self, model: TruFor, device: str | torch.device = "cuda", tile_size: int = DEFAULT_TILE,
+                 precision: str = "fp32", identity: ModelIdentity | None = None):
+        if precision not in self.precisions:
+            raise ValueError(f"the torch CUDA backend runs {', '.join(self.precisions)}, not {precision!r}")
         device = torch.device(device)
         if device.type != "cuda":
             raise ValueError(f"TorchCudaBackend needs a CUDA device, got {device}; use TorchBackend on the CPU")
         if not torch.cuda.is_available():
             raise BackendUnavailableError(f"torch {torch.__version__} sees no CUDA device (CPU-only build or no GPU)")
-        super().__init__(model, device, tile_size)
+        super().__init__(model, device, tile_size, identity)
         self.precision = precision
         torch.backends.cudnn.allow_tf32 = False  # on by default in torch; matmuls' TF32 is off by default
 
     def describe(self) -> str:
         autocast = ", float16 autocast" if self.precision == "fp16" else ""
-        return f"torch ({torch.cuda.get_device_name(self.device)}, {self.precision}{autocast}, tile {self.tile_size})"
+        return f"torch ({torch.cuda.get_device_name(self.torch_device)}, {self.precision}{autocast}, tile {self.tile_size})"
 
     def _input(self, image: np.ndarray) -> torch.Tensor:
         """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] / 256 on the GPU (copied as uint8, 4x fewer bytes)."""
         pinned = torch.from_numpy(image).pin_memory()
-        return pinned.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float() / PIXEL_SCALE
+        return images_to_input(pinned.to(self.torch_device, non_blocking=True))
 
     def _logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-resolution float32 logits; the network under autocast, the final resizes in float32."""
@@ -63,8 +62,7 @@ class TorchCudaBackend(TorchBackend):
 
     def _whole(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         loc, conf = self._logits(self._input(feed["image"]))
-        probs = probabilities(TruForOutput(loc, conf, self.model.forward_score(loc, conf), None))
-        return {"map": _numpy(probs.map), "conf": _numpy(probs.conf), "score": _numpy(probs.score)}
+        return _outputs(loc, conf, self.model.forward_score(loc, conf))
 
     def _tile(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         loc, conf = self._logits(self._input(feed["image"]))

@@ -1,45 +1,56 @@
-"""The PyTorch backend: the reference model behind the export's three-graph I/O contract."""
+"""The PyTorch backend: the reference model behind the export's three-graph I/O contract.
+
+torch and the reference model load on first use (``lazy_import``), so the registry can list this
+backend, and the ONNX Runtime and TensorRT paths can run, without importing torch.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from reference.config import PIXEL_SCALE
-from reference.model import TruFor, TruForOutput, probabilities, to_tensor
+from engines.importer import lazy_import
+from export.contract import DEFAULT_TILE, graph_specs
 
-from .base import Backend, BaseRunner, graph_io
+from .base import Backend, BackendRequest, BaseRunner, Capabilities, ModelIdentity
 
-DEFAULT_TILE_SIZE = 512
+torch = lazy_import("torch", install="pip install torch")
+reference_model = lazy_import("reference.model", install="pip install torch")
 
 
-def _image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+def _image_tensor(image: np.ndarray, device):
     """uint8 [B, H, W, 3] -> float [B, 3, H, W] / 256.
 
     One image goes through ``reference.model.to_tensor`` itself: the CPU convolutions pick their
     kernels from the strides, so any other layout changes the outputs by float rounding.
     """
     if image.shape[0] == 1:
-        return to_tensor(image[0]).to(device)
-    return torch.from_numpy(image).to(device).permute(0, 3, 1, 2).float() / PIXEL_SCALE
+        return reference_model.to_tensor(image[0]).to(device)
+    return reference_model.images_to_input(torch.from_numpy(image).to(device))
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
+def _numpy(tensor) -> np.ndarray:
     return tensor.float().cpu().numpy()
+
+
+def _outputs(loc_logits, conf_logits, det_logit) -> dict[str, np.ndarray]:
+    """The whole and score graphs' outputs from the logits: the official activations."""
+    probs = reference_model.probabilities(reference_model.TruForOutput(loc_logits, conf_logits, det_logit, None))
+    return {"map": _numpy(probs.map), "conf": _numpy(probs.conf), "score": _numpy(probs.score)}
 
 
 class TorchRunner(BaseRunner):
     """One graph as a function of the model; activation puts the model in eval mode on the device."""
 
     def __init__(self, graph: str, backend: TorchBackend, function: Callable[[dict], dict]):
-        super().__init__(graph, backend.io[graph])
+        super().__init__(backend.specs[graph])
         self.backend = backend
         self.function = function
 
     def activate_impl(self) -> None:
-        self.backend.model.eval().to(self.backend.device)
+        self.backend.model.eval().to(self.backend.torch_device)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
@@ -48,11 +59,15 @@ class TorchRunner(BaseRunner):
 
 class TorchBackend(Backend):
     name = "torch"
+    summary = "the PyTorch reference model (--checkpoint or --preset; fp16 on CUDA)"
+    precisions = ("fp32", "fp16")
+    flags = ("--checkpoint", "--preset", "--device", "--tile-size", "--threads")
+    model_source = "pass --checkpoint FILE for torch"
 
-    def __init__(self, model: TruFor, device: str | torch.device = "cpu", tile_size: int = DEFAULT_TILE_SIZE):
+    def __init__(self, model, device="cpu", tile_size: int = DEFAULT_TILE, identity: ModelIdentity | None = None):
         self.model = model
-        self.device = torch.device(device)
-        self.io = graph_io(tile_size, model.config.num_classes)
+        self.torch_device = torch.device(device)
+        self.specs = graph_specs(tile_size, model.config.num_classes)
         super().__init__(
             "fp32",
             tile_size,
@@ -61,21 +76,68 @@ class TorchBackend(Backend):
                 "tile": TorchRunner("tile", self, self._tile),
                 "score": TorchRunner("score", self, self._score),
             },
+            device=str(self.torch_device),
+            identity=identity or ModelIdentity("a model built in this process"),
+            capabilities=Capabilities(gpu=self.torch_device.type == "cuda"),
         )
 
+    @classmethod
+    def usage_problem(cls, request: BackendRequest) -> str | None:
+        """fp16 runs under CUDA autocast only; int8 is the exported graphs' (onnxruntime, tensorrt)."""
+        on_cuda = request.device.startswith("cuda")
+        if request.precision in (cls.precisions if on_cuda else ("fp32",)):
+            return None
+        return (
+            f"runs fp32 (and fp16 with --device cuda), but --precision {request.precision} was "
+            f"given{'' if on_cuda else ' without --device cuda'}; use --backend onnxruntime with artifacts "
+            f"built by python -m export.build --precision {request.precision}"
+        )
+
+    @classmethod
+    def unavailable(cls, request: BackendRequest) -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed"
+        if request.checkpoint is None and request.preset is None:
+            return "the torch backend needs --checkpoint FILE (official weights) or --preset NAME (random weights)"
+        if request.checkpoint is not None and not request.checkpoint.is_file():
+            return f"checkpoint {request.checkpoint} does not exist"
+        return None
+
+    @classmethod
+    def create(cls, request: BackendRequest) -> TorchBackend:
+        from reference.build import build_trufor
+
+        if request.threads:
+            torch.set_num_threads(request.threads)
+        model = build_trufor(request.preset or "trufor", request.checkpoint)
+        tile_size = request.tile_size or DEFAULT_TILE
+        identity = checkpoint_identity(request)
+        if request.device.startswith("cuda"):
+            from .torch_cuda import TorchCudaBackend
+
+            return TorchCudaBackend(model, request.device, tile_size, request.precision, identity)
+        return cls(model, request.device, tile_size, identity)
+
     def _whole(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        probs = probabilities(self.model(_image_tensor(feed["image"], self.device)))
-        return {"map": _numpy(probs.map), "conf": _numpy(probs.conf), "score": _numpy(probs.score)}
+        output = self.model(_image_tensor(feed["image"], self.torch_device))
+        return _outputs(output.loc_logits, output.conf_logits, output.det_logit)
 
     def _tile(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = _image_tensor(feed["image"], self.device)
+        x = _image_tensor(feed["image"], self.torch_device)
         _, features = self.model.forward_features(x)
         loc_logits, conf_logits = self.model.forward_head(features, x.shape[2:])
         return {"loc_logits": _numpy(loc_logits), "conf_logits": _numpy(conf_logits)}
 
     def _score(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        loc_logits = torch.from_numpy(feed["loc_logits"]).to(self.device)
-        conf_logits = torch.from_numpy(feed["conf_logits"]).to(self.device)
-        det_logit = self.model.forward_score(loc_logits, conf_logits)
-        probs = probabilities(TruForOutput(loc_logits, conf_logits, det_logit, None))
-        return {"map": _numpy(probs.map), "conf": _numpy(probs.conf), "score": _numpy(probs.score)}
+        loc_logits = torch.from_numpy(feed["loc_logits"]).to(self.torch_device)
+        conf_logits = torch.from_numpy(feed["conf_logits"]).to(self.torch_device)
+        return _outputs(loc_logits, conf_logits, self.model.forward_score(loc_logits, conf_logits))
+
+
+def checkpoint_identity(request: BackendRequest) -> ModelIdentity:
+    """The model of a --checkpoint (its path and size) or of --preset's random weights."""
+    if request.checkpoint is None:
+        return ModelIdentity(f"preset {request.preset} (random weights)",
+                             f"--preset {request.preset} without --checkpoint runs")
+    size = request.checkpoint.stat().st_size
+    return ModelIdentity(f"checkpoint {request.checkpoint.resolve()} ({size} bytes), preset {request.preset or 'trufor'}")

@@ -10,14 +10,16 @@ each graph the TensorRT-plan model is used when the server has it ready, else th
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-from export.formats import FORMAT_VERSION
+from export.contract import FORMAT_VERSION, GRAPH_NAMES, GraphSpec, graph_specs
+from export.errors import ArtifactError, BackendUnavailableError
 from export.triton import INSTALL, PARAMETER_PREFIX, model_name
-from reference.errors import ArtifactError, BackendUnavailableError, TruForError
+from reference.errors import TruForError
 
-from ..backends import DEFAULT_TRITON_URL
-from .base import GRAPH_NAMES, Backend, BaseRunner, GraphIO, graph_io
+from .base import DEFAULT_SERVER_URL, Backend, BackendRequest, BaseRunner, ModelIdentity
 
 TIMEOUT_S = 10.0  # readiness and configuration calls; inference has no deadline (large images take time)
 _FIX = "write the models with python -m export.build --triton REPO (or python -m export.triton) and serve REPO"
@@ -58,9 +60,9 @@ def connect(url: str):
 class TritonRunner(BaseRunner):
     """One model on the server; the client (one gRPC channel) lives from activate to deactivate."""
 
-    def __init__(self, graph: str, io: GraphIO, url: str, model: str, max_batch: int,
+    def __init__(self, spec: GraphSpec, url: str, model: str, max_batch: int,
                  item_shapes: dict[str, tuple[int, ...]] | None = None):
-        super().__init__(graph, io)
+        super().__init__(spec)
         self.url = url
         self.model = model
         self.max_batch = max_batch  # the model's max_batch_size: larger batches go as several requests
@@ -84,7 +86,7 @@ class TritonRunner(BaseRunner):
                  for start in range(0, count, step)]
         if len(parts) == 1:
             return parts[0]
-        return {name: np.concatenate([part[name] for part in parts]) for name in self.io.outputs}
+        return {name: np.concatenate([part[name] for part in parts]) for name in self.spec.output_names}
 
     def request_inputs(self, feed: dict[str, np.ndarray]) -> list:
         from tritonclient.utils import np_to_triton_dtype
@@ -98,12 +100,12 @@ class TritonRunner(BaseRunner):
         return inputs
 
     def _request(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = [_grpcclient().InferRequestedOutput(name) for name in self.io.outputs]
+        outputs = [_grpcclient().InferRequestedOutput(name) for name in self.spec.output_names]
         try:
             result = self.client.infer(self.model, self.request_inputs(feed), outputs=outputs)
         except _server_error() as error:
             raise TruForError(f"Triton server {self.url}, model {self.model}: {error.message()}") from error
-        outputs = {name: result.as_numpy(name) for name in self.io.outputs}
+        outputs = {name: result.as_numpy(name) for name in self.spec.output_names}
         count = len(next(iter(feed.values())))
         for name, shape in self.item_shapes.items():
             outputs[name] = outputs[name].reshape((count, *shape))
@@ -135,27 +137,34 @@ def _pick_model(client, url: str, graph: str, precision: str) -> str:
     )
 
 
-def _contract_problems(config, io: GraphIO) -> list[str]:
+def _contract_problems(config, graph: GraphSpec) -> list[str]:
     batch = [-1] if config.max_batch_size else []
     problems = []
     inputs = {tensor.name: batch + list(tensor.dims) for tensor in config.input}
-    if set(inputs) != set(io.inputs):
-        problems.append(f"inputs {sorted(inputs)}, expected {sorted(io.inputs)}")
-    for name, spec in io.inputs.items():
-        dims = inputs.get(name)
+    if set(inputs) != set(graph.input_names):
+        problems.append(f"inputs {sorted(inputs)}, expected {sorted(graph.input_names)}")
+    for spec in graph.inputs:
+        dims = inputs.get(spec.name)
         if dims is not None and (len(dims) != len(spec.shape) or any(
                 isinstance(want, int) and got not in (want, -1) for got, want in zip(dims, spec.shape))):
-            problems.append(f"input {name!r} has dims {dims}, expected {list(spec.shape)}")
+            problems.append(f"input {spec.name!r} has dims {dims}, expected {list(spec.shape)}")
     outputs = sorted(tensor.name for tensor in config.output)
-    if outputs != sorted(io.outputs):
-        problems.append(f"outputs {outputs}, expected {sorted(io.outputs)}")
+    if outputs != sorted(graph.output_names):
+        problems.append(f"outputs {outputs}, expected {sorted(graph.output_names)}")
     return problems
 
 
 class TritonBackend(Backend):
     name = "triton"
+    summary = "a Triton Inference Server at --url (python -m export.build --triton)"
+    flags = ("--url",)
+    model_source = (
+        "triton runs the models of the server at --url, not a local model (their threads and tile size are set "
+        "when the repository is written: python -m export.build --triton REPO --triton-threads N)"
+    )
+    auto = False  # a server has to be named
 
-    def __init__(self, url: str = DEFAULT_TRITON_URL, precision: str = "fp32"):
+    def __init__(self, url: str = DEFAULT_SERVER_URL, precision: str = "fp32"):
         client = connect(url)
         try:
             self.models = {graph: _pick_model(client, url, graph, precision) for graph in GRAPH_NAMES}
@@ -171,16 +180,29 @@ class TritonBackend(Backend):
         self.parameters = {graph: _parameters(config) for graph, config in configs.items()}
         self._check_identity(precision)
         tile = self.parameters["tile"]
-        io = graph_io(int(tile["tile_size"]), int(tile["num_classes"]))
-        problems = [f"{self.models[g]}: {p}" for g in GRAPH_NAMES for p in _contract_problems(configs[g], io[g])]
+        specs = graph_specs(int(tile["tile_size"]), int(tile["num_classes"]))
+        problems = [f"{self.models[g]}: {p}" for g in GRAPH_NAMES for p in _contract_problems(configs[g], specs[g])]
         if problems:
             raise ArtifactError(f"the models on the Triton server at {url} do not match the graph contract "
                                 f"({'; '.join(problems)}); {_FIX}")
         runners = {}
         for graph, config in configs.items():
             reshaped = {o.name: tuple(o.reshape.shape) for o in config.output if o.HasField("reshape")}
-            runners[graph] = TritonRunner(graph, io[graph], url, self.models[graph], config.max_batch_size, reshaped)
-        super().__init__(precision, int(tile["tile_size"]), runners)
+            runners[graph] = TritonRunner(specs[graph], url, self.models[graph], config.max_batch_size, reshaped)
+        random = None if tile["checkpoint_sha256"] else (
+            f"the models of the Triton server at {url} were exported without a checkpoint: they hold")
+        super().__init__(precision, int(tile["tile_size"]), runners, device=f"server {url}",
+                         identity=ModelIdentity(self.model_identity(), random))
+
+    @classmethod
+    def unavailable(cls, request: BackendRequest) -> str | None:
+        if importlib.util.find_spec("tritonclient") is None or importlib.util.find_spec("grpc") is None:
+            return f"tritonclient with gRPC is not installed ({INSTALL})"
+        return None  # the server and its models are checked when the backend is created, naming the URL
+
+    @classmethod
+    def create(cls, request: BackendRequest) -> TritonBackend:
+        return cls(request.url, request.precision)
 
     def _check_identity(self, precision: str) -> None:
         """Each model is the graph and precision its name says, and all three come from one export."""

@@ -18,18 +18,20 @@ from __future__ import annotations
 import functools
 import os
 
+from engines._trt import tensorrt, tensorrt_lean
 from engines.artifacts import engines_unavailable_reason, load_engine, read_index, rebuild_command
-from reference.errors import ArtifactError
+from engines.cuda import device_info, gpu_unavailable_reason
+from export.contract import GRAPH_NAMES
+from export.errors import ArtifactError
+from export.manifest import load_manifest
 
-from .base import GRAPH_NAMES, Backend, graph_io
+from .base import Backend, BackendRequest, Capabilities
+from .ort_runner import OrtRunner, artifacts_identity, default_providers, other_model
 from .trt_runner import TrtRunner
 
 
 def tensorrt_unavailable(artifacts_dir, precision: str) -> str | None:
     """Why the TensorRT backend cannot run here (no runtime, no GPU, missing or mismatched engines)."""
-    from engines._trt import tensorrt, tensorrt_lean
-    from runtime.cuda import device_info, gpu_unavailable_reason
-
     if not (tensorrt.is_importable or tensorrt_lean.is_importable):
         return f"TensorRT is not importable ({tensorrt.import_error}); pip install 'tensorrt>=10'"
     reason = gpu_unavailable_reason()
@@ -40,18 +42,20 @@ def tensorrt_unavailable(artifacts_dir, precision: str) -> str | None:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    summary = "TensorRT engines on an NVIDIA GPU"
+    flags = ("--artifacts", "--threads")  # --threads: the ONNX Runtime fallback's
+    model_source = "tensorrt takes the model from --artifacts (build them with python -m export.build)"
 
     def __init__(self, artifacts_dir: str | os.PathLike, precision: str = "fp16", *, streams: int = 2,
-                 cuda_graphs: bool = True, timing: bool = False, fallback: bool = True, stream=None, device=None):
-        from export.manifest import load_manifest  # raises ArtifactError for missing or stale graphs
-
-        self.manifest = load_manifest(artifacts_dir, precision)
+                 cuda_graphs: bool = True, timing: bool = False, fallback: bool = True, stream=None, device=None,
+                 threads: int | None = None):
+        self.manifest = load_manifest(artifacts_dir, precision)  # ArtifactError for missing or stale graphs
         index = read_index(artifacts_dir, precision)
         hint = f"Rebuild with: {rebuild_command(artifacts_dir, precision)}"
-        io = graph_io(self.manifest.tile_size, self.manifest.config.get("num_classes", 2))
         runners = {}
         for graph in GRAPH_NAMES:
-            onnx_fallback = self._ort_runner(graph, io[graph]) if fallback else None
+            spec = self.manifest.graph(graph).spec
+            onnx_fallback = OrtRunner(spec, self.manifest.graph(graph).path, default_providers(), threads) if fallback else None
             if graph not in index["engines"]:
                 if graph != "score" or onnx_fallback is None:
                     raise ArtifactError(f"{index.get('precision')} engines in {artifacts_dir} lack the {graph} "
@@ -59,26 +63,32 @@ class TensorRTBackend(Backend):
                 runners[graph] = onnx_fallback
                 continue
             runners[graph] = TrtRunner(
-                graph, io[graph], functools.partial(self._load, graph, device),
+                spec, functools.partial(self._load, graph, device),
                 streams=1 if graph == "score" else streams, cuda_graphs=cuda_graphs and graph == "tile",
                 timing=timing, stream=stream, fallback=onnx_fallback, rebuild_hint=hint,
             )
-        super().__init__(precision, self.manifest.tile_size, runners)
+        super().__init__(precision, self.manifest.tile_size, runners, device="cuda",
+                         identity=artifacts_identity(self.manifest), capabilities=Capabilities(async_submit=True, gpu=True))
         self.streams = streams
-        self.device = None
+        self.gpu = None  # engines.cuda.DeviceInfo of the GPU, once an engine is loaded
+
+    @classmethod
+    def unavailable(cls, request: BackendRequest) -> str | None:
+        reason = tensorrt_unavailable(request.artifacts, request.precision)
+        if reason is not None:
+            return reason
+        return other_model(request, load_manifest(request.artifacts, request.precision, verify=False))
+
+    @classmethod
+    def create(cls, request: BackendRequest) -> TensorRTBackend:
+        return cls(request.artifacts, request.precision, threads=request.threads)
 
     def _load(self, graph: str, device):
-        from runtime.cuda import device_info
-
-        self.device = device or self.device or device_info()
-        loaded, _ = load_engine(self.manifest, graph, self.device)
+        self.gpu = device or self.gpu or device_info()
+        self.device = self.gpu.name
+        loaded, _ = load_engine(self.manifest, graph, self.gpu)
         return loaded
 
-    def _ort_runner(self, graph: str, io):
-        from .ort_runner import OrtRunner, default_providers
-
-        return OrtRunner(graph, io, self.manifest.graph(graph).path, default_providers(), None)
-
     def describe(self) -> str:
-        gpu = f", {self.device.name}" if self.device is not None else ""
+        gpu = f", {self.gpu.name}" if self.gpu is not None else ""
         return f"tensorrt ({self.precision}, tile {self.tile_size}{gpu}, {self.streams} streams)"

@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engines import cuda
 from engines._trt import numpy_dtype
-from reference.errors import ArtifactError, TruForError
-from runtime import cuda
+from export.contract import GraphSpec
+from export.errors import ArtifactError
+from reference.errors import TruForError
 
-from .base import BaseRunner, GraphIO
+from .base import BaseRunner
 
 
 @dataclass
@@ -90,9 +92,9 @@ def _grow(buffers: dict, name: str, nbytes: int, kind) -> bool:
 
 
 class TrtRunner(BaseRunner):
-    def __init__(self, graph: str, io: GraphIO, load_engine: Callable, *, streams: int = 2, cuda_graphs: bool = False,
+    def __init__(self, spec: GraphSpec, load_engine: Callable, *, streams: int = 2, cuda_graphs: bool = False,
                  timing: bool = False, stream=None, fallback: BaseRunner | None = None, rebuild_hint: str = ""):
-        super().__init__(graph, io)
+        super().__init__(spec)
         self.load_engine = load_engine  # () -> engines.loaders.LoadedEngine
         self.streams = 1 if stream is not None else streams
         self.caller_stream = stream
@@ -131,14 +133,13 @@ class TrtRunner(BaseRunner):
             self.dtypes[name] = numpy_dtype(engine.get_tensor_dtype(name))
         inputs = sorted(n for n, m in modes.items() if m == "INPUT")
         outputs = sorted(n for n, m in modes.items() if m == "OUTPUT")
-        if inputs != sorted(self.io.inputs) or outputs != sorted(self.io.outputs):
-            problems.append(f"inputs {inputs} and outputs {outputs}, expected {sorted(self.io.inputs)} and "
-                            f"{sorted(self.io.outputs)}")
+        expected_inputs, expected_outputs = sorted(self.spec.input_names), sorted(self.spec.output_names)
+        if inputs != expected_inputs or outputs != expected_outputs:
+            problems.append(f"inputs {inputs} and outputs {outputs}, expected {expected_inputs} and {expected_outputs}")
         else:
-            problems += [f"input {n!r} is {self.dtypes[n]}, expected {s.dtype}" for n, s in self.io.inputs.items()
-                         if self.dtypes[n] != s.dtype]
-            problems += [f"output {n!r} is {self.dtypes[n]}, expected float32" for n in outputs
-                         if self.dtypes[n] != np.float32]
+            problems += [f"{kind} {s.name!r} is {self.dtypes[s.name]}, expected {s.dtype}"
+                         for kind, specs in (("input", self.spec.inputs), ("output", self.spec.outputs))
+                         for s in specs if self.dtypes[s.name] != s.dtype]
         if problems:
             raise ArtifactError(f"the {self.graph} engine does not match the graph contract: {'; '.join(problems)}. "
                                 f"{self.rebuild_hint}")
@@ -183,7 +184,7 @@ class TrtRunner(BaseRunner):
             moved |= _grow(slot.device, name, array.nbytes, cuda.DeviceBuffer)
             _grow(slot.host, name, array.nbytes, cuda.PinnedHostBuffer)
         outputs = {}
-        for name in self.io.outputs:
+        for name in self.spec.output_names:
             shape = tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise TruForError(f"{self.graph} engine: output {name!r} shape {shape} is unresolved after setting inputs")
@@ -283,7 +284,7 @@ class TrtRunner(BaseRunner):
                 self.stage_log.extend(p.stage_ms for p in pending if p.stage_ms)
             if len(results) == 1:
                 return results[0]
-            return {name: np.concatenate([r[name] for r in results]) for name in self.io.outputs}
+            return {name: np.concatenate([r[name] for r in results]) for name in self.spec.output_names}
 
         return wait
 

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import pytest
 
 from engines import _trt, build, loaders
-from engines.artifacts import index_path, read_index
+from engines.artifacts import index_path, read_index, write_index
 from engines.build import EngineBuildConfig, build_engines, profiles_for
-from engines.cache import EngineCacheError, sidecar_path
-from reference.errors import EngineBuildError
-from runtime.cuda import DeviceInfo
-
+from engines.cache import sidecar_path
+from engines.cuda import DeviceInfo
+from engines.errors import EngineBuildError, EngineCacheError
+from export.contract import graph_specs
 from trt_fakes import fake_tensorrt
+from trufor_testing import assert_write_is_atomic
 
 DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
 
@@ -49,18 +50,21 @@ def test_parser_errors_are_all_listed(trt, tmp_path):
     assert "node 17, name /head/Resize, op Resize: unsupported mode" in message
 
 
-def test_network_is_strongly_typed_on_tensorrt_10(trt, tmp_path):
-    parsed = loaders.network_from_onnx_path(onnx_file(tmp_path))
-    assert trt.module.calls.network_flags == [1 << 5]
-    assert parsed.policy.version == (10, 9, 0)
+@pytest.mark.parametrize("version, flags", [("10.9.0.34", 1 << 5), ("11.0.0.1", 0)])
+def test_the_network_is_strongly_typed_with_the_flag_of_its_version(trt, tmp_path, version, flags):
+    """TensorRT 10 needs the STRONGLY_TYPED creation bit (the fake's enum value is 5); 11 takes no flag."""
+    module = trt(version=version)
+    loaders.network_from_onnx_path(onnx_file(tmp_path))
+    assert module.calls.network_flags == [flags]
 
 
 def test_builder_config_profiles_workspace_and_flags(trt, tmp_path, capsys):
+    module = trt(plan=b"\x00serialized plan\xff")
     profile = {"image": ((1, 64, 64, 3), (4, 64, 64, 3), (8, 64, 64, 3))}
     options = loaders.BuildOptions([profile, profile], workspace_bytes=1 << 30)
     plan = loaders.engine_bytes_from_network(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options)
-    assert plan == b"PLAN-BYTES"
-    config = trt.module.calls.configs[-1]
+    assert plan == b"\x00serialized plan\xff"  # the builder's host memory, as bytes
+    config = module.calls.configs[-1]
     assert config.pool_limits == {"WORKSPACE": 1 << 30}
     assert config.cleared == {"TF32"} and config.flags == set()  # no precision flags: strongly typed
     assert [p.shapes for p in config.profiles] == [profile, profile]
@@ -94,20 +98,30 @@ def test_timing_cache_is_merged_and_saved_under_a_lock(trt, tmp_path):
     assert (tmp_path / "timing.cache.lock").exists()
 
 
-def test_save_engine_writes_atomically(tmp_path):
-    path = tmp_path / "sub" / "x.engine"
-    assert loaders.save_engine(b"abc", path) == b"abc"
-    assert path.read_bytes() == b"abc" and not (tmp_path / "sub" / "x.engine.tmp").exists()
+def test_plans_indexes_and_timing_caches_are_written_atomically(trt, tmp_path, monkeypatch):
+    plan = tmp_path / "x.engine"
+    assert_write_is_atomic(monkeypatch, plan, lambda: loaders.save_engine(b"abc", plan))
+    assert plan.read_bytes() == b"abc"
+    index = index_path(tmp_path, "fp16")
+    assert_write_is_atomic(monkeypatch, index, lambda: write_index(tmp_path, "fp16", {"tile": {}}, {}, "now"))
+    assert read_index(tmp_path, "fp16")["engines"] == {"tile": {}}
+    cache = tmp_path / "timing.cache"
+    (tmp_path / "timing.cache.lock").touch()  # the build's lock file, which stays
+    options = loaders.BuildOptions([{"image": ((1, 64, 64, 3),) * 3}])
+    build = loaders.EngineBytesFromNetwork(loaders.NetworkFromOnnxPath(onnx_file(tmp_path)), options, cache)
+    assert_write_is_atomic(monkeypatch, cache, build)
 
 
 def test_profiles_from_manifest_shapes():
+    specs = graph_specs(512)
     config = EngineBuildConfig(max_height=1536, max_width=2048, opt_height=768, opt_width=1024, max_batch=2)
-    whole = profiles_for({"image": {"shape": ["batch", "height", "width", 3]}}, config.dims("whole"), 2)
+    whole = profiles_for(specs["whole"].inputs, config.dims("whole"), 2)
     assert whole == [{"image": ((1, 29, 29, 3), (1, 768, 1024, 3), (2, 1536, 2048, 3))}] * 2
-    tile = profiles_for({"image": {"shape": ["batch", 512, 512, 3]}}, config.dims("tile"), 1)
+    tile = profiles_for(specs["tile"].inputs, config.dims("tile"), 1)
     assert tile == [{"image": ((1, 512, 512, 3), (4, 512, 512, 3), (8, 512, 512, 3))}]
-    score = profiles_for({"loc_logits": {"shape": [1, 2, "height", "width"]}}, EngineBuildConfig(max_score_side=2000).dims("score"), 1)
-    assert score == [{"loc_logits": ((1, 2, 29, 29), (1, 2, 2000, 2000), (1, 2, 2000, 2000))}]
+    score = profiles_for(specs["score"].inputs, EngineBuildConfig(max_score_side=2000).dims("score"), 1)
+    assert score == [{name: ((1, c, 29, 29), (1, c, 2000, 2000), (1, c, 2000, 2000))
+                      for name, c in (("loc_logits", 2), ("conf_logits", 1))}]
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -121,12 +135,8 @@ def test_build_config_refuses_bad_settings(settings, message):
 
 
 def fake_manifest(tmp_path):
-    shapes = {"whole": {"image": {"shape": ["batch", "height", "width", 3]}},
-              "tile": {"image": {"shape": ["batch", 64, 64, 3]}},
-              "score": {"loc_logits": {"shape": [1, 2, "height", "width"]},
-                        "conf_logits": {"shape": [1, 1, "height", "width"]}}}
-    entries = {kind: SimpleNamespace(path=onnx_file(tmp_path, f"trufor_{kind}.fp16.onnx"), sha256=kind * 8, inputs=inputs)
-               for kind, inputs in shapes.items()}
+    entries = {kind: SimpleNamespace(path=onnx_file(tmp_path, f"trufor_{kind}.fp16.onnx"), sha256=kind * 8, spec=spec)
+               for kind, spec in graph_specs(64).items()}
     return SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__)
 
 
@@ -167,7 +177,7 @@ def test_failed_build_leaves_no_sidecar(trt, tmp_path):
 
 
 def test_cli_without_tensorrt_exits_2(tmp_path, monkeypatch, capsys):
-    from reference.errors import BackendUnavailableError
+    from export.errors import BackendUnavailableError
 
     monkeypatch.setattr(build, "build_engines", lambda *a, **k: (_ for _ in ()).throw(BackendUnavailableError("no TRT")))
     monkeypatch.setattr("export.manifest.load_manifest", lambda *a, **k: None)

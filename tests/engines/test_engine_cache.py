@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from engines.artifacts import check_for_runtime, engine_path, environment_key
-from engines.cache import EngineCacheError, check_engine, make_key, read_sidecar, sidecar_path, write_sidecar
+from engines.cache import check_engine, make_key, read_sidecar, sidecar_path, write_sidecar
+from engines.errors import EngineCacheError
+from trufor_testing import assert_write_is_atomic
 
 H100 = SimpleNamespace(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 A100 = SimpleNamespace(name="NVIDIA A100-SXM4-40GB", compute_capability="8.0")
@@ -120,3 +122,8 @@ def test_runtime_check_ignores_build_settings_but_not_the_environment(tmp_path):
         check_for_runtime(manifest, "tile", A100, lambda compatible: "10.13.2.6")
     assert "--rebuild" in str(info.value)
     assert environment_key(manifest, "tile", H100, "10.13.2.6").profiles == ()
+
+
+def test_sidecars_are_written_atomically(plan, monkeypatch):
+    assert_write_is_atomic(monkeypatch, sidecar_path(plan), lambda: write_sidecar(plan, key()))
+    assert read_sidecar(plan, HINT)["key"] == key()

@@ -1,110 +1,126 @@
-"""Every TensorRT and cuda-python name this project calls exists in the installed packages.
+"""Every TensorRT and CUDA name the code calls exists in the real packages.
 
-The fakes in trt_fakes.py stand in for these APIs elsewhere, so this is what ties them to the real
-ones: runtime names against ``tensorrt_lean`` (installs and imports without a GPU), builder names
-against the full ``tensorrt`` when importable, else against the bindings library named by
-TRUFOR_TRT_BINDINGS (a tensorrt_bindings ``tensorrt.so`` or its wheel, e.g. from
-``pip download tensorrt-cu13-bindings``), and CUDA names against ``cuda.bindings.runtime``.
-Nothing is instantiated: creating a TensorRT runtime without a GPU crashes the process.
+The logic tests run against fakes (trt_fakes.py). Here the same code paths run through ``Recording``
+views of those fakes, which log each name the code reads or sets on each API object, and the log is
+checked against the installed packages: runtime calls against ``tensorrt_lean`` (it imports without
+a GPU), builder calls against the full ``tensorrt`` (skipped where it is not installed), CUDA calls
+against ``cuda.bindings.runtime``. A call the real API lacks fails here, by name, instead of on a GPU.
+Nothing real is instantiated: creating a TensorRT runtime without a GPU crashes the process.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import re
-import zipfile
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from trt_fakes import FakeCudart, FakeWholeEngine, Recording, fake_runtime_module, fake_tensorrt, install_fake_cuda
 
-RUNTIME_NAMES = {
-    None: ["Runtime", "Logger", "TensorIOMode", "DataType", "ICudaEngine", "IExecutionContext"],
-    "Runtime": ["deserialize_cuda_engine", "engine_host_code_allowed"],
-    "Logger": ["WARNING"],
-    "TensorIOMode": ["INPUT", "OUTPUT"],
-    "DataType": ["FLOAT", "HALF", "INT8", "UINT8", "INT32", "INT64", "BOOL"],
-    "ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype",
-                    "num_optimization_profiles", "get_tensor_profile_shape", "create_execution_context"],
-    "IExecutionContext": ["set_optimization_profile_async", "set_input_shape", "get_tensor_shape",
-                          "set_tensor_address", "execute_async_v3"],
-    # builder-side enums and the timing cache are in the lean module too
-    "BuilderFlag": ["TF32", "VERSION_COMPATIBLE"],
-    "MemoryPoolType": ["WORKSPACE"],
-    "ITimingCache": ["combine", "serialize"],
-}
-BUILDER_NAMES = {
-    None: ["Builder", "OnnxParser", "NetworkDefinitionCreationFlag", "IBuilderConfig", "IOptimizationProfile",
-           "INetworkDefinition", "ParserError"],
-    "Builder": ["create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"],
-    "OnnxParser": ["parse_from_file", "num_errors", "get_error"],
-    "ParserError": ["desc", "code", "node", "node_name", "node_operator"],
-    "NetworkDefinitionCreationFlag": ["STRONGLY_TYPED"],
-    "IBuilderConfig": ["set_memory_pool_limit", "clear_flag", "set_flag", "add_optimization_profile",
-                       "create_timing_cache", "set_timing_cache"],
-    "IOptimizationProfile": ["set_shape"],
-    "INetworkDefinition": ["num_inputs", "get_input"],
-}
-CUDA_NAMES = [
-    "cudaGetDeviceCount", "cudaGetDeviceProperties", "cudaDriverGetVersion", "cudaRuntimeGetVersion", "cudaMalloc",
-    "cudaFree", "cudaMallocHost", "cudaFreeHost", "cudaMemcpyAsync", "cudaMemcpyKind", "cudaStreamCreateWithFlags",
-    "cudaStreamNonBlocking", "cudaStreamSynchronize", "cudaStreamDestroy", "cudaEventCreateWithFlags",
-    "cudaEventDefault", "cudaEventDisableTiming", "cudaEventRecord", "cudaEventSynchronize", "cudaEventElapsedTime",
-    "cudaEventDestroy", "cudaStreamBeginCapture", "cudaStreamCaptureMode", "cudaStreamEndCapture",
-    "cudaGraphInstantiate", "cudaGraphLaunch", "cudaGraphExecDestroy", "cudaGraphDestroy",
-]
+from engines import _trt, cuda, loaders
+from engines.build import EngineBuildConfig, build_engines
+from engines.cuda import DeviceInfo
+from export.contract import graph_specs
+from runtime.runners.trt_runner import TrtRunner
+
+DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
 
 
 def _import(name):
     try:
         return importlib.import_module(name)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - a broken wheel raises anything
         pytest.skip(f"{name} is not importable here ({type(error).__name__}: {error})")
 
 
-def _missing(module, names: dict) -> list[str]:
-    missing = []
-    for owner, attributes in names.items():
-        target = module if owner is None else getattr(module, owner, None)
-        missing += [f"{owner or module.__name__}.{a}" for a in attributes if target is None or not hasattr(target, a)]
-    return missing
+def missing(module, used: set[tuple[str, str]], root: str) -> list[str]:
+    """``api.name`` of every used name the real ``module`` lacks (``root`` is the module's own api name)."""
+    absent = []
+    for api, name in sorted(used):
+        owner = module if api == root else getattr(module, api, None)
+        if owner is None or not hasattr(owner, name):
+            absent.append(f"{api}.{name}")
+    return absent
 
 
-def test_runtime_names_exist_in_tensorrt_lean():
+def runtime_calls(monkeypatch) -> set[tuple[str, str]]:
+    """Load an engine as engines.loaders does, and run it as TrtRunner does (batches, CUDA graphs, timing)."""
+    used: set[tuple[str, str]] = set()
+    monkeypatch.setattr(loaders, "runtime_module", lambda compatible: Recording(fake_runtime_module(), "tensorrt", used))
+    monkeypatch.setattr(cuda, "require_gpu", lambda: None)
+    loaded = loaders.EngineFromBytes(b"plan", version_compatible=True)()
+    assert isinstance(loaded.engine, Recording)
+    install_fake_cuda(monkeypatch)
+    for cuda_graphs, profile in ((False, None), (True, ((1, 64, 64, 3),) * 3)):
+        engine = FakeWholeEngine()
+        engine.profile = profile or engine.profile
+        runner = TrtRunner(graph_specs(64)["whole"], lambda: SimpleNamespace(engine=Recording(engine, "ICudaEngine", used)),
+                           cuda_graphs=cuda_graphs, timing=True)
+        with runner:
+            for _ in range(3):
+                runner.infer({"image": np.zeros((1, 64, 64, 3), np.uint8)})
+    return used
+
+
+def test_runtime_calls_exist_in_tensorrt_lean(monkeypatch):
     trt = _import("tensorrt_lean")
-    assert _missing(trt, RUNTIME_NAMES) == []
+    used = runtime_calls(monkeypatch)
+    assert {("ICudaEngine", "create_execution_context"), ("IExecutionContext", "execute_async_v3")} <= used
+    assert missing(trt, used, "tensorrt") == []
 
 
-def test_runtime_and_builder_names_exist_in_full_tensorrt():
+def builder_calls(monkeypatch, tmp_path, version: str) -> set[tuple[str, str]]:
+    """Build engines for every graph as engines.build does, with a fake builder of TensorRT ``version``."""
+    used: set[tuple[str, str]] = set()
+    module = Recording(fake_tensorrt(version=version), "tensorrt", used)
+    monkeypatch.setattr(loaders, "builder_module", lambda: module)
+    monkeypatch.setattr(_trt, "builder_module", lambda: module)
+    entries = {}
+    for graph, spec in graph_specs(64).items():
+        path = tmp_path / spec.file_name("fp16")
+        path.write_bytes(b"onnx")
+        entries[graph] = SimpleNamespace(path=path, sha256=graph * 8, spec=spec)
+    manifest = SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__)
+    graphs = ("whole", "tile")  # the fake network's one input is "image"
+    build_engines(manifest, EngineBuildConfig(workspace_gb=1, version_compatible=True, graphs=graphs), device=DEVICE)
+    build_engines(manifest, EngineBuildConfig(tf32=True, rebuild=True, graphs=graphs), device=DEVICE)  # merges the timing cache
+    return used
+
+
+def test_builder_calls_exist_in_full_tensorrt(monkeypatch, tmp_path):
     trt = _import("tensorrt")
-    assert _missing(trt, RUNTIME_NAMES) + _missing(trt, BUILDER_NAMES) == []
+    used = builder_calls(monkeypatch, tmp_path, str(trt.__version__))  # the code path of this TensorRT version
+    assert missing(trt, used, "tensorrt") == []
 
 
-def _bindings_blob() -> bytes:
-    path = os.environ.get("TRUFOR_TRT_BINDINGS")
-    if not path or not os.path.isfile(path):
-        pytest.skip("set TRUFOR_TRT_BINDINGS to a tensorrt_bindings tensorrt.so or its wheel to check builder names "
-                    "without a GPU (pip download --no-deps tensorrt-cu13-bindings)")
-    if path.endswith(".whl"):
-        with zipfile.ZipFile(path) as wheel:
-            library = next(n for n in wheel.namelist() if re.search(r"tensorrt_bindings/tensorrt[^/]*\.so$", n))
-            return wheel.read(library)
-    with open(path, "rb") as f:
-        return f.read()
+def test_builder_calls_are_recorded(monkeypatch, tmp_path):
+    """What the full-TensorRT check above compares, so a change of the build path shows here too."""
+    used = builder_calls(monkeypatch, tmp_path, "10.9.0.34")
+    assert {("Builder", "build_serialized_network"), ("IBuilderConfig", "add_optimization_profile"),
+            ("IOptimizationProfile", "set_shape"), ("ITimingCache", "combine"), ("OnnxParser", "parse_from_file"),
+            ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED")} <= used
 
 
-def test_builder_names_exist_in_the_bindings_library():
-    blob = _bindings_blob()
-    names = {n for owner, attributes in BUILDER_NAMES.items() for n in (attributes + ([owner] if owner else []))}
-    missing = [n for n in sorted(names) if not re.search(rb"(?<![A-Za-z0-9_])" + n.encode() + rb"(?![A-Za-z0-9_])", blob)]
-    assert missing == []
-    assert b"Strongly typed mode is always enabled" in blob or b"STRONGLY_TYPED" in blob
-
-
-def test_cuda_names_exist_in_cuda_python():
-    from runtime.cuda import cudart
-
+def test_cuda_calls_exist_in_cuda_python(monkeypatch):
+    cudart = cuda.cudart
     if not cudart.is_importable:
         pytest.skip(f"cuda-python is not importable here ({cudart.import_error})")
-    assert [n for n in CUDA_NAMES if not hasattr(cudart, n)] == []
-    assert hasattr(cudart.cudaStreamCaptureMode, "cudaStreamCaptureModeThreadLocal")
-    assert hasattr(cudart.cudaMemcpyKind, "cudaMemcpyHostToDevice")
+    used: set[tuple[str, str]] = set()
+    monkeypatch.setattr(cuda, "cudart", Recording(FakeCudart(), "cudart", used, ignore=("is_importable", "import_error")))
+    assert cuda.device_info().name == "Fake GPU"
+    with cuda.DeviceBuffer(16) as device, cuda.PinnedHostBuffer(16) as host, cuda.CudaStream() as stream:
+        host.view(np.uint8, (16,))[:] = 7
+        start, done = cuda.CudaEvent(timing=True), cuda.CudaEvent()
+        cuda.copy_to_device_async(device, host, 16, stream.handle)
+        start.record(stream.handle)
+        graph = cuda.CudaGraph(stream.handle, lambda handle: None)
+        graph.launch(stream.handle)
+        cuda.copy_to_host_async(host, device, 16, stream.handle)
+        done.record(stream.handle)
+        done.synchronize()
+        done.elapsed_ms_since(start)
+        stream.synchronize()
+        for resource in (graph, start, done):
+            resource.free()
+    assert ("cudart", "cudaGraphInstantiate") in used and ("cudaMemcpyKind", "cudaMemcpyHostToDevice") in used
+    assert missing(cudart.module, used, "cudart") == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +12,9 @@ import pytest
 
 from engines import _trt
 from engines.importer import lazy_import
-from reference.errors import BackendUnavailableError
+from export.errors import BackendUnavailableError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_lazy_import_fails_on_first_use_with_the_reason():
@@ -37,10 +41,26 @@ def test_lazy_import_does_not_import_for_dunder_lookups():
 
 
 def test_importing_the_packages_needs_neither_tensorrt_nor_cuda():
-    import engines.build  # noqa: F401
-    import runtime.runners.trt_backend  # noqa: F401
-
-    assert isinstance(_trt.tensorrt, type(lazy_import("json")))
+    """In a fresh process where TensorRT and cuda-python cannot be imported at all, every module that
+    uses them imports, imports none of them, and says why on first use."""
+    script = """
+import sys
+for name in ("tensorrt", "tensorrt_lean", "cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+    sys.modules[name] = None  # import raises ImportError
+import engines.build, engines.cuda, engines.triton, runtime.backends, runtime.runners.trt_backend
+assert not [m for m in ("tensorrt", "tensorrt_lean", "cuda") if sys.modules.get(m) is not None]
+from engines import _trt, cuda
+print(cuda.gpu_unavailable_reason())
+try:
+    _trt.builder_module()
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    gpu_reason, builder_error = done.stdout.splitlines()
+    assert gpu_reason.startswith("cuda-python is not importable") and "pip install cuda-python" in gpu_reason
+    assert builder_error.startswith("BackendUnavailableError tensorrt is required but could not be imported")
 
 
 def fake(version, **attributes):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from export_helpers import perturb_weights, random_image, reference_outputs
 
-from export.formats import graph_specs
+from export.contract import graph_specs
 from export.onnx_export import export_graph, save_model
 from export.pipeline import EXPORT_OVERRIDES
 from export.session import cpu_session

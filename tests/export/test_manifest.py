@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from export.formats import FORMAT_VERSION, graph_specs
-from export.manifest import load_manifest, manifest_path, sha256_file, write_manifest
-from reference.errors import ArtifactError
+from export.contract import FORMAT_VERSION, MIN_SIDE, PREPROCESSING, graph_specs
+from export.errors import ArtifactError
+from export.manifest import file_entry, load_manifest, manifest_data, manifest_path, write_manifest
+from trufor_testing import assert_write_is_atomic
 
 
 def _fake_artifacts(folder, precision="fp32"):
@@ -18,28 +19,28 @@ def _fake_artifacts(folder, precision="fp32"):
     for kind, spec in graph_specs(64).items():
         path = folder / spec.file_name(precision)
         path.write_bytes(f"{kind} graph bytes".encode())
-        graphs[kind] = {"file": path.name, "sha256": sha256_file(path), **spec.io_json()}
-    data = {
-        "format_version": FORMAT_VERSION, "precision": precision, "preset": "tiny", "config": {"decoder_dim": 32},
-        "checkpoint": None, "opset": 18, "tile_size": 64,
-        "preprocessing": {"input": "uint8 RGB NHWC", "scale": 256.0, "mean": [0.485, 0.456, 0.406],
-                          "std": [0.229, 0.224, 0.225], "exif_transpose": False},
-        "graphs": graphs, "versions": {"torch": "x"}, "created": "2026-01-01T00:00:00+00:00",
-    }
+        graphs[kind] = {**file_entry(path), **spec.io_json()}
+    data = manifest_data(precision, "tiny", {"decoder_dim": 32}, None, 64, graphs, {"torch": "x"},
+                         "2026-01-01T00:00:00+00:00")
     write_manifest(manifest_path(folder, precision), data)
     return data
 
 
 def test_round_trip(tmp_path):
     data = _fake_artifacts(tmp_path)
+    assert data["format_version"] == FORMAT_VERSION
+    assert data["preprocessing"] == PREPROCESSING and data["preprocessing"]["scale"] == 256.0
+    assert data["min_side"] == MIN_SIDE == 29
     manifest = load_manifest(tmp_path, "fp32")
     assert manifest.precision == "fp32" and manifest.tile_size == 64 and manifest.opset == 18
-    assert manifest.preprocessing["scale"] == 256.0 and manifest.checkpoint is None
+    assert manifest.checkpoint is None
     assert set(manifest.graphs) == {"whole", "tile", "score"}
     whole = manifest.graph("whole")
     assert whole.path == tmp_path / "trufor_whole.fp32.onnx" and whole.sha256 == data["graphs"]["whole"]["sha256"]
-    assert whole.inputs == {"image": {"dtype": "uint8", "shape": ["batch", "height", "width", 3]}}
-    assert manifest.graph("tile").outputs["loc_logits"]["shape"] == ["batch", 2, 64, 64]
+    assert [entry.spec for entry in manifest.graphs.values()] == list(graph_specs(64).values())
+    image = whole.spec.inputs[0]
+    assert (image.name, image.dtype, image.shape, image.layout) == ("image", "uint8", ("batch", "height", "width", 3), "NHWC")
+    assert manifest.graph("tile").spec.outputs[0].shape == ("batch", 2, 64, 64)
     assert load_manifest(tmp_path).precision == "fp32"  # the only one there: found without asking
     with pytest.raises(AttributeError):
         manifest.precision = "fp16"  # frozen
@@ -94,6 +95,28 @@ def test_unknown_format_version_and_missing_graph(tmp_path):
         load_manifest(tmp_path, "fp32")
 
 
-def test_write_is_atomic(tmp_path):
-    _fake_artifacts(tmp_path)
-    assert not list(tmp_path.glob("*.tmp"))
+@pytest.mark.parametrize("key, value", [("preprocessing", {**PREPROCESSING, "scale": 255.0}), ("min_side", 32)])
+def test_another_contract_is_refused(tmp_path, key, value):
+    """What the graphs expect of their input is read back: a runtime never feeds a graph another contract."""
+    data = _fake_artifacts(tmp_path)
+    manifest_path(tmp_path, "fp32").write_text(json.dumps({**data, key: value}))
+    with pytest.raises(ArtifactError, match=f"another graph contract \\({key} .*this code.*re-export"):
+        load_manifest(tmp_path, "fp32")
+
+
+def test_manifests_and_graphs_are_written_atomically(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.onnx_export import save_model
+
+    data = _fake_artifacts(tmp_path)
+    path = manifest_path(tmp_path, "fp32")
+    assert_write_is_atomic(monkeypatch, path, lambda: write_manifest(path, data))
+    assert load_manifest(tmp_path, "fp32").created == data["created"]
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    graph_path = tmp_path / "g.onnx"
+    assert_write_is_atomic(monkeypatch, graph_path, lambda: save_model(graph, graph_path))
+    assert onnx.load(str(graph_path)) == graph

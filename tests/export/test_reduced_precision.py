@@ -181,10 +181,20 @@ def test_cpu_uint8_rewrite_keeps_the_int8_numbers(artifacts_dir):
             np.testing.assert_allclose(got, want, atol=5e-4)
 
 
-def test_cpu_backend_runs_the_uint8_form(artifacts_dir):
+def test_export_writes_the_uint8_form_and_the_cpu_backend_runs_it(artifacts_dir):
+    """The rewrite happens at export (the manifest lists the file), not when a session loads."""
+    manifest = load_manifest(artifacts_dir("int8"), "int8")
+    for graph in ("whole", "tile"):
+        entry = manifest.graph(graph)
+        rewritten = unsigned_activations(onnx.load(str(entry.path)))
+        assert onnx.load(str(entry.uint8_activations)).graph == rewritten.graph, graph
+    assert manifest.graph("score").uint8_activations is None  # float32 in every precision
     backend = OrtBackend(artifacts_dir("int8"), "int8", providers=["CPUExecutionProvider"], threads=1)
-    assert all(runner.unsigned_int8 for runner in backend.runners.values())
-    signed = cpu_session(load_manifest(artifacts_dir("int8"), "int8").graph("whole").path, threads=1)
+    assert [runner.path for runner in backend.runners.values()] == [
+        manifest.graph("whole").uint8_activations, manifest.graph("tile").uint8_activations, manifest.graph("score").path]
+    on_gpu = OrtBackend(artifacts_dir("int8"), "int8", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert [runner.path for runner in on_gpu.runners.values()] == [manifest.graph(g).path for g in ("whole", "tile", "score")]
+    signed = cpu_session(manifest.graph("whole").path, threads=1)
     image = random_image((1, 64, 96, 3), seed=3)
     with backend:
         got = backend.whole.infer({"image": image})

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import types
 
 import pytest
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is not installed "
                          "(pip install -e '.[triton]')")
 
-from engines.artifacts import engine_path, write_index  # noqa: E402
-from engines.build import EngineBuildConfig, profiles_for  # noqa: E402
-from engines.cache import make_key, write_sidecar  # noqa: E402
+from trt_fakes import GPU, fake_engines  # noqa: E402
+
+from engines.build import EngineBuildConfig  # noqa: E402
 from export.build import EXIT_OK, main, parse_args  # noqa: E402
+from export.contract import FORMAT_VERSION  # noqa: E402
+from export.errors import ArtifactError  # noqa: E402
 from export.manifest import load_manifest  # noqa: E402
 from export.triton import README_NAME, TritonOptions, read_config, write_repository  # noqa: E402
-from reference.errors import ArtifactError  # noqa: E402
+from export.triton import main as triton_main  # noqa: E402
 
-GPU = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 DTYPES = {"uint8": pb.TYPE_UINT8, "float32": pb.TYPE_FP32}
 
 
@@ -50,19 +50,18 @@ def test_configs_match_the_manifest(artifacts_dir, tmp_path):
         assert (config.name, config.platform) == (name, "onnxruntime_onnx")
         assert config.max_batch_size == {"whole": 4, "tile": 6, "score": 0}[graph]
         batched = config.max_batch_size > 0
-        for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
-            assert [t.name for t in tensors] == list(specs)
-            for tensor in tensors:
-                spec = specs[tensor.name]
-                assert tensor.data_type == DTYPES[spec["dtype"]]
-                assert list(tensor.dims) == expected_dims(spec["shape"], batched)
-                assert tensor.HasField("reshape") == (batched and len(spec["shape"]) == 1)  # whole's score
+        for tensors, specs in ((config.input, entry.spec.inputs), (config.output, entry.spec.outputs)):
+            assert [t.name for t in tensors] == [spec.name for spec in specs]
+            for tensor, spec in zip(tensors, specs):
+                assert tensor.data_type == DTYPES[spec.dtype]
+                assert list(tensor.dims) == expected_dims(spec.shape, batched)
+                assert tensor.HasField("reshape") == (batched and len(spec.shape) == 1)  # whole's score
         assert [(g.kind, g.count) for g in config.instance_group] == [(pb.ModelInstanceGroup.KIND_CPU, 2)]
         params = parameters(config)
         assert params["intra_op_thread_count"] == "3"
         assert ("memory.enable_memory_arena_shrinkage" in params) == (graph != "tile")
         assert {k: v for k, v in params.items() if k.startswith("trufor.")} == {
-            "trufor.format_version": "1", "trufor.graph": graph, "trufor.precision": "fp32", "trufor.preset": "tiny",
+            "trufor.format_version": str(FORMAT_VERSION), "trufor.graph": graph, "trufor.precision": "fp32", "trufor.preset": "tiny",
             "trufor.tile_size": "64", "trufor.num_classes": "2", "trufor.checkpoint_sha256": "",
             "trufor.onnx_sha256": entry.sha256,
         }  # fmt: skip
@@ -82,27 +81,15 @@ def test_unknown_fields_fail_the_schema(tmp_path):
         read_config(path)
 
 
-def fake_engines(folder, precision: str, graphs=("whole", "tile", "score"), onnx_sha256=None) -> None:
-    """Plans (arbitrary bytes) with the sidecars and index engines.build writes; no TensorRT needed."""
-    manifest = load_manifest(folder, precision)
-    settings = EngineBuildConfig()
-    for graph in graphs:
-        entry = manifest.graph(graph)
-        profiles = profiles_for(entry.inputs, settings.dims(graph), settings.profile_count(graph))
-        profiles = [{n: [list(s) for s in shapes] for n, shapes in p.items()} for p in profiles]
-        plan = engine_path(entry.path)
-        plan.write_bytes(b"not a real plan " + graph.encode())
-        write_sidecar(plan, make_key(graph, precision, onnx_sha256 or entry.sha256, "10.13.2.6", GPU, profiles, {}))
-    write_index(folder, precision, {g: {"file": engine_path(manifest.graph(g).path).name} for g in graphs},
-                settings.settings(), "now")
-
-
-def test_plans_are_gpu_models_with_one_instance_group_per_profile(artifacts_dir, tmp_path):
+def test_plans_are_gpu_models_with_one_instance_group_per_profile(artifacts_dir, tmp_path, capsys):
+    """python -m export.triton writes the ONNX models and has python -m engines.triton add the plans."""
     folder = shutil.copytree(artifacts_dir("fp32"), tmp_path / "artifacts")
     fake_engines(folder, "fp32")
-    names = write_repository(load_manifest(folder, "fp32"), tmp_path / "repo")
-    assert names[3:] == ["trufor_whole_fp32_trt", "trufor_tile_fp32_trt", "trufor_score_fp32_trt"]
-    configs = {name: read_config(tmp_path / "repo" / name / "config.pbtxt") for name in names[3:]}
+    assert triton_main(["--artifacts", str(folder), "--precision", "fp32", "--out", str(tmp_path / "repo")]) == 0
+    plans = ["trufor_whole_fp32_trt", "trufor_tile_fp32_trt", "trufor_score_fp32_trt"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir() if p.is_dir()) == sorted(
+        [*plans, "trufor_whole_fp32", "trufor_tile_fp32", "trufor_score_fp32"])
+    configs = {name: read_config(tmp_path / "repo" / name / "config.pbtxt") for name in plans}
     for name, config in configs.items():
         assert config.platform == "tensorrt_plan"
         assert (tmp_path / "repo" / name / "1" / "model.plan").read_bytes().startswith(b"not a real plan")
@@ -119,14 +106,6 @@ def test_plans_are_gpu_models_with_one_instance_group_per_profile(artifacts_dir,
     assert list(tile.dynamic_batching.preferred_batch_size) == [settings.opt_tile_batch, settings.max_tile_batch]
     assert [list(g.profile) for g in score.instance_group] == [["0"]]
     assert "`trufor_tile_fp32_trt` (tensorrt_plan)" in (tmp_path / "repo" / README_NAME).read_text()
-
-
-def test_plans_of_another_graph_are_refused(artifacts_dir, tmp_path):
-    folder = shutil.copytree(artifacts_dir("fp32"), tmp_path / "artifacts")
-    fake_engines(folder, "fp32", graphs=("tile",), onnx_sha256="0" * 64)
-    with pytest.raises(ArtifactError, match="was built from another tile graph .* rebuild it with: python -m engines.build"):
-        write_repository(load_manifest(folder, "fp32"), tmp_path / "repo")
-    assert not (tmp_path / "repo").exists()
 
 
 def test_precisions_share_a_repository_and_rewrites_replace_only_their_models(artifacts_dir, tmp_path):

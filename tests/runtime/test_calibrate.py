@@ -14,6 +14,7 @@ from rt_helpers import noise_image
 from runtime.calibrate import calibrate, images_needed, upper_bound
 from runtime.calibrate import main as calibrate_main
 from runtime.scan import main as scan_main
+from runtime.errors import UsageError
 
 
 def test_threshold_flags_at_most_the_target_share_and_is_the_smallest_that_does():
@@ -42,7 +43,7 @@ def test_a_sample_too_small_for_the_rate_is_said_and_conservative_refuses():
     scores = np.linspace(0.0, 1.0, 150)
     found = calibrate(scores, target_fpr=0.01, confidence=0.95, conservative=False)
     assert found["sample_too_small"] and found["false_alarms"] == 1 and found["fpr_upper_bound"] > 0.01
-    with pytest.raises(ValueError, match="150 pristine images are too few for --conservative"):
+    with pytest.raises(UsageError, match="150 pristine images are too few for --conservative"):
         calibrate(scores, target_fpr=0.01, confidence=0.95, conservative=True)
 
 

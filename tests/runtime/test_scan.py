@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from rt_helpers import noise_image
+from trufor_testing import assert_write_is_atomic
 
 from runtime.runners.torch_runner import TorchBackend
 from runtime.scan import main
@@ -282,6 +283,17 @@ def test_torn_last_line_is_ignored_and_cut_before_appending(tmp_path, tiny_check
     assert [r["relpath"] for r in rows(out)] == ["0.png", "1.png"]
 
 
+def test_settings_are_written_atomically(tmp_path, torch_backend, monkeypatch):
+    from runtime.decision import DecisionRule
+    from runtime.decode import ImageOptions
+    from runtime.scan_dir import SETTINGS_FILE, check_settings
+    from runtime.tiling import TilingConfig
+
+    path = tmp_path / SETTINGS_FILE
+    assert_write_is_atomic(monkeypatch, path, lambda: check_settings(tmp_path, torch_backend, TilingConfig(), ImageOptions(), DecisionRule()))
+    assert json.loads(path.read_text())["model"] == torch_backend.identity.description
+
+
 def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_checkpoint, capsys):
     path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
     out = tmp_path / "out"
@@ -297,7 +309,9 @@ def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_ch
         (["--backend", "torch", "--precision", "fp16"], "was given without --device cuda"),
         (["--backend", "torch", "--device", "cuda", "--precision", "int8"], "--precision int8 was given;"),
         (["--backend", "onnxruntime", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only"),
-        (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend onnxruntime only"),
+        (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend tensorrt or onnxruntime only, "
+         "but --backend torch was given; pass --checkpoint FILE for torch"),
+        (["--checkpoint", "w.pth", "--artifacts", "a/"], "--artifacts and --checkpoint name two different models (--artifacts: --backend tensorrt or onnxruntime; --checkpoint: --backend torch)"),
         (["--threshold", "1.5"], "--threshold must be within"),
         (["--tile-window", "round"], "invalid choice"),
     ],

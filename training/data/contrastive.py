@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.config import PIXEL_SCALE
 from reference.errors import TruForError
 
 from .camera import apply_history, camera_model, develop, edit_history
 from .photos import DecodedPhotos
 from .procedural import procedural_scene
 from .sources import list_images
-
-PIXEL_SCALE = 256.0
 
 
 @dataclass(frozen=True)

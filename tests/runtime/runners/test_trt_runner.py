@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from reference.errors import ArtifactError, TruForError
-from runtime.runners.base import BaseRunner, graph_io
+from export.errors import ArtifactError
+from reference.errors import TruForError
+from export.contract import graph_specs
+from runtime.runners.base import BaseRunner
 from runtime.runners.trt_runner import TrtRunner
 
 from trt_fakes import FakeDeviceBuffer, FakeGraph, FakePinnedHostBuffer, FakeWholeEngine, expected_outputs, install_fake_cuda
@@ -22,7 +24,7 @@ def engine(monkeypatch):
 
 
 def runner_for(engine, **kwargs) -> TrtRunner:
-    return TrtRunner("whole", graph_io(64)["whole"], lambda: SimpleNamespace(engine=engine), **kwargs)
+    return TrtRunner(graph_specs(64)["whole"], lambda: SimpleNamespace(engine=engine), **kwargs)
 
 
 def images(batch, height=40, width=48, seed=0):
@@ -82,7 +84,7 @@ def test_out_of_profile_without_fallback_names_the_limit(engine):
 
 class Recording(BaseRunner):
     def __init__(self):
-        super().__init__("whole", graph_io(64)["whole"])
+        super().__init__(graph_specs(64)["whole"])
         self.calls = 0
 
     def infer_impl(self, feed):
@@ -121,7 +123,8 @@ def test_submit_returns_before_the_host_needs_the_result(engine):
         first, second = runner.submit({"image": a}), runner.submit({"image": b})
         check(second.wait(), b)
         check(first.wait(), a)
-        assert first.stage_ms == {"h2d": 1.0, "compute": 1.0, "d2h": 1.0}
+        # events recorded at 1, 3, 6 and 10 ms: start, after the copy in, after compute, done
+        assert first.stage_ms == {"h2d": 2.0, "compute": 3.0, "d2h": 4.0}
         third = runner.submit({"image": b})  # reuses the first slot: its result was already copied out
         check(third.wait(), b)
         check(first.wait(), a)

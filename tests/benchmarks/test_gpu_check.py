@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks import gpu_check
-from runtime.cuda import gpu_unavailable_reason
+from engines.cuda import gpu_unavailable_reason
 
 
 def test_no_gpu_exits_2_with_the_reason(monkeypatch, capsys, tmp_path):

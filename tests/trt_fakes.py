@@ -1,16 +1,65 @@
 """Stand-ins for TensorRT and the CUDA runtime, so the engine and runner logic is tested without a GPU.
 
-They mimic only the documented calls the code makes (names checked against the real packages in
-test_trt_api_surface.py). Device memory is host bytes; a "kernel" computes simple, checkable
-outputs from the input (map = mean of RGB / 255, conf = 1 - map, score = mean of map).
+They mimic only the documented calls the code makes; ``Recording`` views of them log every name the
+code reads, which test_trt_api_surface.py checks against the real packages. Device memory is host
+bytes; a "kernel" computes simple, checkable outputs from the input (map = mean of RGB / 255,
+conf = 1 - map, score = mean of map).
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 from types import SimpleNamespace
 
 import numpy as np
+
+# Fake class name -> the API class it stands for (fakes named after their API class map to themselves).
+API_CLASSES = {
+    "Network": "INetworkDefinition", "FakeConfig": "IBuilderConfig", "FakeProfile": "IOptimizationProfile",
+    "FakeTimingCache": "ITimingCache", "FakeWholeEngine": "ICudaEngine", "FakeContext": "IExecutionContext",
+    "FakeRuntime": "Runtime",
+}  # fmt: skip
+API_NAMED = {"Builder", "OnnxParser", "Logger", "ParserError", "MemoryPoolType", "BuilderFlag",
+             "NetworkDefinitionCreationFlag", "cudaMemcpyKind", "cudaStreamCaptureMode"}
+
+
+def _api_of(value) -> str | None:
+    name = value.__name__ if isinstance(value, type) else type(value).__name__
+    return API_CLASSES.get(name) or (name if name in API_NAMED else None)
+
+
+class Recording:
+    """A fake seen as the API object it stands for: each attribute the code reads or sets is logged as
+    (api, name) in ``log``, and what its calls return is seen the same way when it stands for another
+    API object. Arguments go to the fake unwrapped, so its own bookkeeping is not logged."""
+
+    def __init__(self, target, api: str, log: set, ignore: tuple[str, ...] = ()):
+        vars(self).update(_target=target, _api=api, _log=log, _ignore=ignore)
+
+    def __getattr__(self, name):
+        if name not in self._ignore:
+            self._log.add((self._api, name))
+        return self._view(getattr(self._target, name))
+
+    def __setattr__(self, name, value):
+        self._log.add((self._api, name))
+        setattr(self._target, name, value)
+
+    def __call__(self, *args, **kwargs):
+        return self._view(self._target(*_unwrap(args), **kwargs))
+
+    def _view(self, value):
+        api = _api_of(value)
+        if api is not None:
+            return Recording(value, api, self._log)
+        if callable(value) and not isinstance(value, type):
+            return lambda *args, **kwargs: self._view(value(*_unwrap(args), **kwargs))
+        return value
+
+
+def _unwrap(args) -> list:
+    return [vars(arg)["_target"] if isinstance(arg, Recording) else arg for arg in args]
 
 # --- TensorRT builder side ---------------------------------------------------------------------
 
@@ -94,9 +143,13 @@ def fake_tensorrt(version="10.9.0.34", plan=b"PLAN-BYTES", parse_errors=(), inpu
             return not parse_errors
 
         def get_error(self, index):
-            node, name, op, desc = parse_errors[index]
-            return SimpleNamespace(node=lambda: node, node_name=lambda: name, node_operator=lambda: op,
-                                   desc=lambda: desc, code=lambda: SimpleNamespace(name="UNSUPPORTED_NODE"))
+            return ParserError(*parse_errors[index])
+
+    class ParserError:
+        def __init__(self, node, name, op, desc):
+            self.node = lambda: node
+            self.node_name, self.node_operator, self.desc = (lambda: name), (lambda: op), (lambda: desc)
+            self.code = lambda: SimpleNamespace(name="UNSUPPORTED_NODE")
 
     class Builder:
         def __init__(self, logger):
@@ -118,15 +171,73 @@ def fake_tensorrt(version="10.9.0.34", plan=b"PLAN-BYTES", parse_errors=(), inpu
             config.timing_cache.entries.add(tactic)
             return None if plan is None else FakeHostMemory(plan)
 
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 5
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class BuilderFlag:
+        TF32, VERSION_COMPATIBLE = "TF32", "VERSION_COMPATIBLE"
+
     return SimpleNamespace(
         __version__=version, calls=calls, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
-        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=5),
-        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-        BuilderFlag=SimpleNamespace(TF32="TF32", VERSION_COMPATIBLE="VERSION_COMPATIBLE"),
+        NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, MemoryPoolType=MemoryPoolType,
+        BuilderFlag=BuilderFlag,
     )
 
 
-# --- CUDA runtime (runtime.cuda) -----------------------------------------------------------------
+class FakeRuntime:
+    """TensorRT's Runtime: deserializes a plan into a fake engine."""
+
+    def __init__(self, logger):
+        self.engine_host_code_allowed = False
+
+    def deserialize_cuda_engine(self, plan):
+        return FakeWholeEngine() if plan else None
+
+
+def fake_runtime_module():
+    """A module-like namespace with TensorRT's runtime API (``tensorrt_lean`` has only this part)."""
+
+    class Logger:
+        WARNING = "WARNING"
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    return SimpleNamespace(__version__="10.13.2.6", Logger=Logger, Runtime=FakeRuntime)
+
+
+class FakeCudart:
+    """cuda.bindings.runtime as the code calls it: ``(error, value...)`` tuples, real host memory for
+    pinned buffers (the code views them with numpy), and success for every other call."""
+
+    class cudaMemcpyKind:  # noqa: N801 - cuda-python's names
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    class cudaStreamCaptureMode:  # noqa: N801
+        cudaStreamCaptureModeThreadLocal = 1
+
+    cudaStreamNonBlocking, cudaEventDefault, cudaEventDisableTiming = 1, 0, 2  # noqa: N815
+    is_importable, import_error = True, None  # the LazyModule protocol engines.cuda reads
+
+    def __init__(self):
+        self.host = {}
+
+    def cudaGetDeviceProperties(self, index):  # noqa: N802
+        return 0, SimpleNamespace(name=b"Fake GPU\x00", major=9, minor=0, totalGlobalMem=1 << 30)
+
+    def cudaMallocHost(self, nbytes):  # noqa: N802
+        buffer = ctypes.create_string_buffer(nbytes)
+        self.host[ctypes.addressof(buffer)] = buffer
+        return 0, ctypes.addressof(buffer)
+
+    def __getattr__(self, name):
+        return lambda *args: (0, 1)  # frees, copies, streams, events, graphs: success and a handle of 1
+
+
+# --- CUDA runtime (engines.cuda) -----------------------------------------------------------------
 
 _MEMORY: dict[int, bytearray] = {}
 _IDS = itertools.count(1 << 20, 4096)
@@ -166,17 +277,23 @@ class FakeStream:
 
 
 class FakeEvent:
+    """Each record reads a clock whose steps grow (1, 2, 3... ms), so every interval has its own length."""
+
+    clock = SimpleNamespace(now=0.0, step=1.0)
+
     def __init__(self, timing=False):
-        self.freed = False
+        self.freed, self.time = False, None
 
     def record(self, stream):
-        pass
+        clock = FakeEvent.clock
+        clock.now, clock.step = clock.now + clock.step, clock.step + 1
+        self.time = clock.now
 
     def synchronize(self):
         pass
 
     def elapsed_ms_since(self, start):
-        return 1.0
+        return self.time - start.time
 
     def free(self):
         self.freed = True
@@ -202,9 +319,10 @@ def _copy(dst, src, nbytes, stream):
 
 
 def install_fake_cuda(monkeypatch):
-    from runtime import cuda
+    from engines import cuda
 
     FakeDeviceBuffer.live, FakePinnedHostBuffer.live, FakeGraph.captures = [], [], 0
+    FakeEvent.clock = SimpleNamespace(now=0.0, step=1.0)
     for name, value in {"DeviceBuffer": FakeDeviceBuffer, "PinnedHostBuffer": FakePinnedHostBuffer,
                         "CudaStream": FakeStream, "CudaEvent": FakeEvent, "CudaGraph": FakeGraph,
                         "copy_to_device_async": _copy, "copy_to_host_async": _copy}.items():
@@ -278,3 +396,28 @@ class FakeWholeEngine:
     def create_execution_context(self):
         self.contexts.append(FakeContext(self))
         return self.contexts[-1]
+
+
+# --- engine artifacts: what engines.build leaves beside the graphs -----------------------------------
+
+GPU = SimpleNamespace(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+
+
+def fake_engines(folder, precision: str, graphs=("whole", "tile", "score"), onnx_sha256=None) -> None:
+    """Plans (arbitrary bytes) with the sidecars and index engines.build writes; no TensorRT needed."""
+    from engines.artifacts import engine_path, write_index
+    from engines.build import EngineBuildConfig, profiles_for
+    from engines.cache import make_key, write_sidecar
+    from export.manifest import load_manifest
+
+    manifest = load_manifest(folder, precision)
+    settings = EngineBuildConfig()
+    for graph in graphs:
+        entry = manifest.graph(graph)
+        profiles = profiles_for(entry.spec.inputs, settings.dims(graph), settings.profile_count(graph))
+        profiles = [{n: [list(s) for s in shapes] for n, shapes in p.items()} for p in profiles]
+        plan = engine_path(entry.path)
+        plan.write_bytes(b"not a real plan " + graph.encode())
+        write_sidecar(plan, make_key(graph, precision, onnx_sha256 or entry.sha256, "10.13.2.6", GPU, profiles, {}))
+    write_index(folder, precision, {g: {"file": engine_path(manifest.graph(g).path).name} for g in graphs},
+                settings.settings(), "now")

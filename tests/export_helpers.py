@@ -10,7 +10,7 @@ import torch
 from export.build import BuildConfig
 from export.pipeline import EXPORT_OVERRIDES, export_artifacts
 from reference.build import build_trufor
-from reference.model import TruFor, probabilities
+from reference.model import TruFor, images_to_input, probabilities
 
 TILE = 64
 SEED = 1234
@@ -61,7 +61,7 @@ def export_copy(model: TruFor) -> TruFor:
 
 def reference_outputs(model: TruFor, image: np.ndarray) -> dict[str, np.ndarray]:
     """Torch outputs for a (B, H, W, 3) uint8 batch: map, conf, score and the logits."""
-    x = torch.from_numpy(image).permute(0, 3, 1, 2).float() / 256.0
+    x = images_to_input(torch.from_numpy(image))
     with torch.no_grad():
         out = model(x)
         probs = probabilities(out)

@@ -19,16 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.importer import lazy_import
-from reference.errors import BackendUnavailableError, TruForError
+from export.errors import BackendUnavailableError
+
+from .errors import CudaError
+from .importer import lazy_import
 
 cudart = lazy_import("cuda.bindings.runtime", "cuda.cudart", install="pip install cuda-python")
-
-
-class CudaError(TruForError):
-    """A CUDA runtime call failed on a machine that has a GPU (out of memory, a kernel fault...)."""
-
-    status = "cuda_error"
 
 
 def _error_name(error) -> str:

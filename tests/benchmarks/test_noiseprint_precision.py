@@ -9,6 +9,7 @@ from trufor_testing import randomize_, shared_path
 from benchmarks.noiseprint_precision import compare, rounded_forward
 from reference.checkpoint import load_noiseprint
 from reference.image import load_rgb
+from reference.model import to_tensor
 from reference.noiseprint import Noiseprint
 from reference.optimize import fold_batchnorm_
 
@@ -26,7 +27,7 @@ def test_released_noiseprint_needs_float32():
     load_noiseprint(dncnn, shared_path("weights", "noiseprint++.th"))
     dncnn = fold_batchnorm_(dncnn.eval())
     rgb = load_rgb(shared_path("examples", "pristine1.jpg"))[:128, :128]
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 256.0
+    x = to_tensor(np.ascontiguousarray(rgb))
     with torch.no_grad():
         reference = dncnn.double()(x.double()).numpy()
         dncnn.float()

@@ -31,7 +31,7 @@ TILE = 64
 
 def _skip_reason() -> str | None:
     from engines._trt import tensorrt
-    from runtime.cuda import gpu_unavailable_reason
+    from engines.cuda import gpu_unavailable_reason
 
     if not tensorrt.is_importable:
         return f"needs the full TensorRT package (builder): {tensorrt.import_error}"
@@ -79,10 +79,10 @@ def image(batch, height, width, seed=0):
 
 
 def reference(model, rgb):
-    from reference.model import probabilities
+    from reference.model import images_to_input, probabilities
 
     with torch.inference_mode():
-        probs = probabilities(model(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 256.0))
+        probs = probabilities(model(images_to_input(torch.from_numpy(rgb))))
     return {"map": probs.map.numpy(), "conf": probs.conf.numpy(), "score": probs.score.numpy()}
 
 
@@ -128,7 +128,8 @@ def test_tile_and_score_engines_match_onnxruntime(built):
 def test_stale_engine_is_refused_at_load(built, tmp_path):
     import shutil
 
-    from engines.cache import sidecar_path, EngineCacheError
+    from engines.cache import sidecar_path
+    from engines.errors import EngineCacheError
     from runtime.runners.trt_backend import TensorRTBackend
 
     precision, folder = built

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from engines.artifacts import engines_unavailable_reason, write_index
-from reference.errors import ArtifactError
-from runtime.cuda import DeviceInfo
+from export.errors import ArtifactError
+from engines.cuda import DeviceInfo
 
 DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
 
@@ -15,19 +15,16 @@ DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """A manifest over placeholder graph files: enough for setup, which opens no graph or engine."""
-    from export.formats import FORMAT_VERSION, graph_specs
-    from export.manifest import manifest_path, sha256_file, write_manifest
+    from export.contract import graph_specs
+    from export.manifest import file_entry, manifest_data, manifest_path, write_manifest
 
     folder = tmp_path_factory.mktemp("trt-setup")
     graphs = {}
     for kind, spec in graph_specs(64).items():
         path = folder / spec.file_name("fp32")
         path.write_bytes(f"placeholder {kind} graph".encode())
-        graphs[kind] = {"file": path.name, "sha256": sha256_file(path), **spec.io_json()}
-    write_manifest(manifest_path(folder, "fp32"), {
-        "format_version": FORMAT_VERSION, "precision": "fp32", "preset": "tiny", "config": {"num_classes": 2},
-        "checkpoint": None, "opset": 18, "tile_size": 64, "preprocessing": {}, "graphs": graphs, "versions": {},
-        "created": "now"})
+        graphs[kind] = {**file_entry(path), **spec.io_json()}
+    write_manifest(manifest_path(folder, "fp32"), manifest_data("fp32", "tiny", {"num_classes": 2}, None, 64, graphs, {}, "now"))
     return folder
 
 

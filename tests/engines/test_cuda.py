@@ -1,4 +1,4 @@
-"""runtime.cuda without a GPU: error unwrapping, GPU detection and stream handles, with fake cudart results."""
+"""engines.cuda without a GPU: error unwrapping, GPU detection and stream handles, with fake cudart results."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from reference.errors import BackendUnavailableError
-from runtime import cuda
+from export.errors import BackendUnavailableError
+from engines import cuda
 
 
 class Err(enum.IntEnum):  # cuda-python's cudaError_t is an IntEnum with these member names

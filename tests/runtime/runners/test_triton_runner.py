@@ -34,13 +34,14 @@ from rt_helpers import TILE, noise_image, tiny_with_weights
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed (pip install -e '.[triton]')")
 
 from export.triton import read_config  # noqa: E402 - needs tritonclient
-from reference.errors import BackendUnavailableError  # noqa: E402
-from runtime.args import ModelArgs, UsageError  # noqa: E402
+from export.errors import BackendUnavailableError  # noqa: E402
+from runtime.args import ModelArgs  # noqa: E402
+from runtime.errors import UsageError  # noqa: E402
 from runtime.runners import triton_runner  # noqa: E402
-from runtime.runners.base import graph_io  # noqa: E402
+from export.contract import graph_specs  # noqa: E402
 from runtime.runners.triton_runner import TritonBackend, TritonRunner  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PYTRITON_PYTHON = os.environ.get("TRUFOR_PYTRITON_PYTHON")
 SERVER_START_S = 120
 
@@ -93,7 +94,7 @@ def recording_client(monkeypatch) -> RecordingClient:
 
 def test_tiles_go_as_uint8_requests_of_at_most_max_batch_in_order(recording_client):
     tiles = np.random.default_rng(0).integers(0, 256, (5, TILE, TILE, 3), dtype=np.uint8)
-    with TritonRunner("tile", graph_io(TILE)["tile"], "127.0.0.1:1", "trufor_tile_fp32", max_batch=2) as runner:
+    with TritonRunner(graph_specs(TILE)["tile"], "127.0.0.1:1", "trufor_tile_fp32", max_batch=2) as runner:
         out = runner.infer({"image": tiles})
     sent = [inputs[0] for _, inputs, _ in recording_client.requests]
     assert [tensor.shape() for tensor in sent] == [[2, TILE, TILE, 3], [2, TILE, TILE, 3], [1, TILE, TILE, 3]]
@@ -107,7 +108,7 @@ def test_tiles_go_as_uint8_requests_of_at_most_max_batch_in_order(recording_clie
 
 def test_whole_score_comes_back_in_the_graph_shape(recording_client):
     images = np.random.default_rng(1).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
-    runner = TritonRunner("whole", graph_io(TILE)["whole"], "127.0.0.1:1", "trufor_whole_fp32", 4, {"score": ()})
+    runner = TritonRunner(graph_specs(TILE)["whole"], "127.0.0.1:1", "trufor_whole_fp32", 4, {"score": ()})
     with runner:
         out = runner.infer({"image": images})
     assert len(recording_client.requests) == 1 and out["map"].shape == (3, 40, 48)
@@ -133,9 +134,12 @@ def parse_model_args(*argv: str):
     [
         (["--url", "h:1"], "--url is read by --backend triton only, but --backend auto"),
         (["--backend", "onnxruntime", "--url", "h:1"], "--url is read by --backend triton only"),
-        (["--backend", "triton", "--artifacts", "a/"], "--artifacts describes a local model"),
-        (["--backend", "triton", "--checkpoint", "w.pth"], "--checkpoint describes a local model"),
-        (["--backend", "triton", "--threads", "2"], "--threads describes a local model"),
+        (["--backend", "triton", "--artifacts", "a/"], "--artifacts is read by --backend tensorrt or onnxruntime only, "
+         "but --backend triton was given; triton runs the models of the server at --url, not a local model"),
+        (["--backend", "triton", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only, but --backend "
+         "triton was given; triton runs the models of the server at --url, not a local model"),
+        (["--backend", "triton", "--threads", "2"], "--threads is read by --backend tensorrt, onnxruntime or torch only, "
+         "but --backend triton"),
     ],
 )
 def test_conflicting_triton_arguments_name_both_sides(argv, message):
