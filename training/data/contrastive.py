@@ -1,7 +1,7 @@
 """Phase-1 batches: groups of patches that share camera model, grid position and editing history.
 
-A batch has ``groups`` classes of ``per_group`` patches. Inside a class every patch comes from a
-different picture, taken by the same camera, edited the same way and cropped at the same
+A batch has ``groups`` classes of ``per_group`` patches. Inside a class the patches come from
+different pictures where the source has enough of them, taken by the same camera, edited the same way and cropped at the same
 position modulo the 8-pixel grid (so the CFA and JPEG grids line up);
 patches of different classes are negatives. No two classes of a batch share all three keys.
 
@@ -105,10 +105,10 @@ class SimulatedCameraPatches:
 class CameraFolderPatches:
     """``root/<camera>/...`` photos; every camera subfolder with at least one photo is a class source."""
 
-    def __init__(self, root: str | os.PathLike, config: ContrastiveConfig, photos: DecodedPhotos | None = None):
+    def __init__(self, root: str | os.PathLike, config: ContrastiveConfig, decoded: DecodedPhotos | None = None):
         self.root = Path(root)
         self.config = config
-        self.decoded = photos or DecodedPhotos()
+        self.decoded = decoded or DecodedPhotos()
         self.histories = [edit_history(i) for i in range(config.num_histories)]
         cameras = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
         self.photos = {cam.name: files for cam in cameras if (files := list_images(cam))}
@@ -131,10 +131,11 @@ class CameraFolderPatches:
             files = self.photos[self.names[camera]]
             order = rng.permutation(len(files))
             for index in range(config.per_group):
-                image = self.decoded.load(files[order[index % len(files)]])
+                path = files[order[index % len(files)]]
+                image = self.decoded.load(path)
                 height, width = image.shape[:2]
                 if min(height, width) < window:
-                    raise TruForError(f"{files[order[index % len(files)]]} is smaller than the {window}-pixel window phase 1 needs")
+                    raise TruForError(f"{path} is smaller than the {window}-pixel window phase 1 needs")
                 # 8-aligned origins keep every patch of the class in the same CFA and JPEG grid phase.
                 top = int(rng.integers(0, (height - window) // 8 + 1)) * 8
                 left = int(rng.integers(0, (width - window) // 8 + 1)) * 8

@@ -54,9 +54,9 @@ class PhotoFolderSource:
     Photos smaller than the crop are enlarged (linear), which blurs their traces: prefer large ones.
     Each photo is decoded once (``photos.DecodedPhotos``)."""
 
-    def __init__(self, folder: str | os.PathLike, photos: DecodedPhotos | None = None):
+    def __init__(self, folder: str | os.PathLike, decoded: DecodedPhotos | None = None):
         self.folder = Path(folder)
-        self.decoded = photos or DecodedPhotos()
+        self.decoded = decoded or DecodedPhotos()
         self.files = list_images(self.folder)
         if not self.files:
             raise TruForError(f"no images found under {self.folder} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, ...)")
