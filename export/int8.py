@@ -144,6 +144,8 @@ def quantize_model(src: Path, cache: Path, include: list[str]) -> onnx.ModelProt
         nodes_to_quantize=include,
         calibration_cache_path=str(cache),
         extra_options={
+            # float biases: a bias quantized to int32 is a DequantizeLinear TensorRT cannot parse
+            "QuantizeBias": False,
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
             "CalibTensorRangeSymmetric": True,
@@ -258,14 +260,18 @@ def qdq_summary(model: onnx.ModelProto) -> str:
 
 
 def check_symmetric(model: onnx.ModelProto) -> None:
-    """Every zero point is 0, and int8 (int32 for biases): TensorRT's explicit-quantization requirement."""
+    """TensorRT's explicit quantization: every zero point is an int8 0, and nothing dequantizes int32
+    (quantized biases are not parsed; ``quantize_model`` leaves them float)."""
     from onnx import numpy_helper
 
     inits = {init.name: init for init in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zp = inits.get(node.input[2])
-            if zp is None:
-                continue
-            if zp.data_type not in (onnx.TensorProto.INT8, onnx.TensorProto.INT32) or numpy_helper.to_array(zp).any():
-                raise ExportError(f"{node.name} has a non-zero or non-int8 zero point; TensorRT needs symmetric int8")
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        source = inits.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and source is not None and source.data_type == onnx.TensorProto.INT32:
+            raise ExportError(f"{node.name} dequantizes the int32 tensor {source.name} (a quantized bias); "
+                              "TensorRT takes int8 Q/DQ only: quantize with QuantizeBias off")
+        zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zp is not None and (zp.data_type != onnx.TensorProto.INT8 or numpy_helper.to_array(zp).any()):
+            raise ExportError(f"{node.name} has a non-zero or non-int8 zero point; TensorRT needs symmetric int8")

@@ -105,6 +105,7 @@ def check_structure(model: onnx.ModelProto, spec: GraphSpec, *, expect_folded_bn
                 f"{len(unfolded)} BatchNormalization nodes directly after a Conv were not folded in the "
                 f"{spec.kind} graph (e.g. {unfolded[0]}); export the model in eval mode"
             )
+    check_uint8_inputs_cast_first(model, spec.kind)
     names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
     expected = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
     if names != expected:
@@ -113,6 +114,21 @@ def check_structure(model: onnx.ModelProto, spec: GraphSpec, *, expect_folded_bn
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
         if dtype != tensor.dtype:
             raise ExportError(f"{spec.kind} graph: {value.name} is {dtype}, the contract says {tensor.dtype}")
+
+
+def check_uint8_inputs_cast_first(model: onnx.ModelProto, what: str) -> None:
+    """A uint8 input must feed exactly one Cast: TensorRT accepts UINT8 network inputs only that way
+    (onnx-tensorrt operators.md), so an exported image -> Transpose -> Cast graph would not build."""
+    for value in model.graph.input:
+        if value.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+            continue
+        readers = [node for node in model.graph.node if value.name in node.input]
+        if [node.op_type for node in readers] != ["Cast"]:
+            found = ", ".join(f"{node.op_type} {node.name}" for node in readers) or "nothing"
+            raise ExportError(
+                f"the {what} graph's uint8 input {value.name!r} is read by {found}; TensorRT needs it to feed "
+                "one Cast and nothing else: cast the input to float before any other op in the wrapper"
+            )
 
 
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, object]) -> None:

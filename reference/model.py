@@ -31,9 +31,10 @@ def to_tensor(rgb: np.ndarray) -> Tensor:
 def images_to_input(images: Tensor) -> Tensor:
     """The model input for a (B, H, W, 3) uint8 RGB batch, on its device: (B, 3, H, W) float32 scaled by 1/256.
 
-    The exported graphs trace this, so they take decoded pixels and scale them inside.
+    The exported graphs trace this, so they take decoded pixels and scale them inside. The cast comes
+    first: TensorRT takes a UINT8 network input only when a Cast reads it directly.
     """
-    return images.permute(0, 3, 1, 2).float() / PIXEL_SCALE
+    return images.float().permute(0, 3, 1, 2) / PIXEL_SCALE
 
 
 class TruForOutput(NamedTuple):

@@ -21,9 +21,10 @@ from export_helpers import TILE, export_tiny, random_image, reference_outputs
 from onnx import TensorProto, numpy_helper
 
 from export.fp16 import FP32_OPS
-from export.int8 import DEFAULT_SCOPES, LINEAR_GROUPS, nodes_to_quantize, unsigned_activations
+from export.int8 import DEFAULT_SCOPES, LINEAR_GROUPS, check_symmetric, nodes_to_quantize, unsigned_activations
 from export.manifest import load_manifest
 from export.session import cpu_session
+from export.errors import ExportError
 from runtime.runners.ort_runner import OrtBackend
 
 SIZES = [(29, 29), (100, 37), (64, 96)]
@@ -141,18 +142,52 @@ def test_int8_scopes_split_the_encoder_linear_layers(artifacts_dir):
         nodes_to_quantize(model, ("decoder",))
 
 
-def test_int8_layers_choose_what_is_quantized(artifacts_dir, tmp_path):
-    path = export_tiny(tmp_path, "int8", int8_layers=("dncnn", "encoder_fc1"))
-    manifest = load_manifest(tmp_path, "int8")
-    assert json.loads(path.read_text())["int8_layers"] == ["dncnn", "encoder_fc1"]
-    model = onnx.load(str(manifest.graph("whole").path))
+CONV_LAYERS = ("dncnn", "encoder_conv", "encoder_fc1")
+
+
+@pytest.fixture(scope="module")
+def conv_int8_manifest(tmp_path_factory):
+    """An int8 export whose layers include convolutions with biases (DnCNN, encoder convs)."""
+    folder = tmp_path_factory.mktemp("int8-convs")
+    export_tiny(folder, "int8", int8_layers=CONV_LAYERS)
+    return load_manifest(folder, "int8")
+
+
+def test_int8_layers_choose_what_is_quantized(artifacts_dir, conv_int8_manifest):
+    assert json.loads(conv_int8_manifest.path.read_text())["int8_layers"] == list(CONV_LAYERS)
+    model = onnx.load(str(conv_int8_manifest.graph("whole").path))
     producers = {o: n for n in model.graph.node for o in n.output}
     quantized = {
         n.name for n in model.graph.node
         if n.op_type in ("Conv", "MatMul") and (p := producers.get(n.input[1])) is not None and p.op_type == "DequantizeLinear"
     }
     fp32 = onnx.load(str(load_manifest(artifacts_dir("fp32"), "fp32").graph("whole").path))
-    assert quantized == set(nodes_to_quantize(fp32, ("dncnn", "encoder_fc1")))
+    assert quantized == set(nodes_to_quantize(fp32, CONV_LAYERS))
+
+
+@pytest.mark.parametrize("graph", ["whole", "tile"])
+def test_quantized_convs_keep_float_biases(conv_int8_manifest, graph):
+    """TensorRT parses int8 Q/DQ only: a bias quantized to int32 (an INT32 DequantizeLinear) fails the build."""
+    model = onnx.load(str(conv_int8_manifest.graph(graph).path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    dequantized = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert not [n.name for n in dequantized if n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.INT32]
+    convs = [n for n in model.graph.node
+             if n.op_type == "Conv" and getattr(producers.get(n.input[1]), "op_type", None) == "DequantizeLinear"]
+    assert len([n for n in convs if "/dncnn/" in n.name]) > 1 and [n for n in convs if "/backbone/" in n.name]
+    biased = [n for n in convs if len(n.input) > 2]
+    assert biased and all(inits[n.input[2]].data_type == TensorProto.FLOAT for n in biased)
+
+
+def test_int32_dequantize_is_refused():
+    weights = numpy_helper.from_array(np.arange(4, dtype=np.int32), "bias_q")
+    scale = numpy_helper.from_array(np.ones(4, np.float32), "bias_scale")
+    node = onnx.helper.make_node("DequantizeLinear", ["bias_q", "bias_scale"], ["bias"], name="bias_dq", axis=0)
+    graph = onnx.helper.make_graph([node], "g", [], [onnx.helper.make_tensor_value_info("bias", TensorProto.FLOAT, [4])],
+                                   [weights, scale])
+    with pytest.raises(ExportError, match="bias_dq dequantizes the int32 tensor bias_q"):
+        check_symmetric(onnx.helper.make_model(graph))
 
 
 def test_cpu_uint8_rewrite_keeps_the_int8_numbers(artifacts_dir):
