@@ -392,8 +392,8 @@ def parse_args(argv: list[str]) -> CheckConfig:
     parser.add_argument("--repeats", type=int, default=20, help="(default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="(default: %(default)s)")
     parser.add_argument("--tile-size", type=int, default=512, help="tile side of the torch backends (default: %(default)s)")
-    parser.add_argument("--tile-threshold-pixels", type=int, default=TilingConfig().threshold_pixels,
-                        help="larger images run tiled (default: %(default)s)")
+    parser.add_argument("--tile-threshold-pixels", type=int,
+                        help="larger images run tiled (default: the contract's whole-image rule)")
     parser.add_argument("--workers", type=int, default=4, help="the scan's decoding threads (default: %(default)s)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget (default: %(default)s)")
     parser.add_argument("--no-tests", action="store_true", help="skip pytest -m gpu")
