@@ -151,7 +151,8 @@ def build_engines(out: Path, precision: str) -> None:
     """Build the TensorRT engines of the graphs just exported, with ``python -m engines.build --rebuild``
     (the graphs were rewritten, so engines built from older ones are replaced rather than refused)."""
     if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailableError("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
+        raise BackendUnavailableError("TensorRT is not installed (on a machine with an NVIDIA GPU: pip install -e "
+                                      "'.[gpu]' for CUDA 13, driver >= 580, or -e '.[gpu-cu12]' for CUDA 12, driver >= 525)")
     command = [sys.executable, "-m", "engines.build", "--artifacts", str(out), "--precision", precision, "--rebuild"]
     status = subprocess.run(command, check=False).returncode
     if status == ENGINES_UNAVAILABLE:

@@ -19,7 +19,7 @@ import functools
 import importlib.util
 import os
 
-from engines._trt import tensorrt, tensorrt_lean
+from engines._trt import INSTALL, tensorrt, tensorrt_lean
 from engines.artifacts import engines_unavailable_reason, load_engine, read_index, rebuild_command
 from engines.cuda import device_info, gpu_unavailable_reason
 from export.contract import GRAPH_NAMES
@@ -43,7 +43,7 @@ def _torch_sees_cuda() -> bool:
 def tensorrt_unavailable(artifacts_dir, precision: str) -> str | None:
     """Why the TensorRT backend cannot run here (no runtime, no GPU, missing or mismatched engines)."""
     if not (tensorrt.is_importable or tensorrt_lean.is_importable):
-        return f"TensorRT is not importable ({tensorrt.import_error}); pip install 'tensorrt>=10'"
+        return f"TensorRT is not importable ({tensorrt.import_error}); {INSTALL}"
     reason = gpu_unavailable_reason()
     if reason:
         return reason
