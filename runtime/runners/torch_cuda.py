@@ -46,7 +46,7 @@ class PinnedBuffer:
 
     def view(self, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """A tensor of ``dtype`` and ``shape`` over the buffer's first bytes (valid until it grows again)."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes > self.storage.numel():
             self.storage = torch.empty(max(nbytes, self.storage.numel() * 3 // 2), dtype=torch.uint8, pin_memory=True)
         return self.storage[:nbytes].view(dtype).view(shape)
