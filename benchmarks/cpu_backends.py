@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.tiling import TilingConfig
+from export.contract import WholeImageRule
 
 DEFAULT_RUNS = ("plain", "torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
 DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             forwarded += ["--plain-graph", graph]
         for size in args.sizes:
             for run in args.runs:
-                if run == "plain" and TilingConfig().needs_tiling(*(int(v) for v in size.lower().split("x"))):
+                if run == "plain" and not WholeImageRule().runs_whole(*(int(v) for v in size.lower().split("x"))):
                     # a whole 12-megapixel image needs tens of GB for stage-1 attention alone
                     row = {"run": run, "size": size, "error": "not run: the plain export has no tiling and this size is tiled"}
                     print(json.dumps(row), flush=True)

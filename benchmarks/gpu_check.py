@@ -14,7 +14,7 @@ Sections, in this order, each while the budget lasts (what does not fit is a row
   wall time the GPU was busy (target >= 90%);
 - ``tensorrt``: with TensorRT and ``--artifacts``, engine builds (a failed build is a row), their
   parity and latency;
-- ``tests``: ``pytest -m gpu``.
+- ``tests``: ``pytest -m gpu tests/runtime/runners``.
 
 Weights: ``--checkpoint``, else the deterministic golden weights that ``shared/trufor/golden/make_weights.py``
 builds (the same numbers as the official code's golden outputs), else random ones (said in the report).
@@ -332,7 +332,8 @@ def tensorrt_rows(check: Check) -> None:
 
 
 def test_rows(check: Check) -> None:
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests", "-q", "-rs", "-p", "no:cacheprovider"]
+    # the folder that holds the gpu-marked tests: collecting the whole suite costs time and imports it
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/runtime/runners", "-q", "-rs", "-p", "no:cacheprovider"]
     timeout = max(check.budget.left() - 5, 10)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -392,8 +393,8 @@ def parse_args(argv: list[str]) -> CheckConfig:
     parser.add_argument("--repeats", type=int, default=20, help="(default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="(default: %(default)s)")
     parser.add_argument("--tile-size", type=int, default=512, help="tile side of the torch backends (default: %(default)s)")
-    parser.add_argument("--tile-threshold-pixels", type=int, default=TilingConfig().threshold_pixels,
-                        help="larger images run tiled (default: %(default)s)")
+    parser.add_argument("--tile-threshold-pixels", type=int,
+                        help="larger images run tiled (default: the contract's whole-image rule)")
     parser.add_argument("--workers", type=int, default=4, help="the scan's decoding threads (default: %(default)s)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget (default: %(default)s)")
     parser.add_argument("--no-tests", action="store_true", help="skip pytest -m gpu")

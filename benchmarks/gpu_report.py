@@ -18,7 +18,7 @@ SECTION_NOTES = {
     "scan": "The scan's own loop (decoding threads, batching, rows): images/s without the profiler, and the "
             "share of the wall time some CUDA kernel or copy ran (profiled run).",
     "tensorrt": "Engine builds (a failure is a row, not the end of the check), then parity and latency.",
-    "tests": "`pytest -m gpu`.",
+    "tests": "`pytest -m gpu tests/runtime/runners` (the GPU tests of the torch CUDA and TensorRT backends).",
 }
 
 

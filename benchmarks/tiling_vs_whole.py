@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.images:
             rgb = load_rgb(path, max_pixels=None)
             start = time.perf_counter()
-            whole = Predictor(backend, TilingConfig(threshold_pixels=rgb.shape[0] * rgb.shape[1])).predict_rgb(rgb)
+            forced_whole = TilingConfig(threshold_pixels=rgb.shape[0] * rgb.shape[1], max_side=max(rgb.shape[:2]))
+            whole = Predictor(backend, forced_whole).predict_rgb(rgb)
             whole_seconds = time.perf_counter() - start
             for overlap in args.overlaps:
                 for window in args.windows:

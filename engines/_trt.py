@@ -22,9 +22,11 @@ from export.errors import BackendUnavailableError
 from .importer import LazyModule, lazy_import
 
 MIN_MAJOR = 10
-tensorrt = lazy_import("tensorrt", install="pip install 'tensorrt>=10' on a machine with an NVIDIA GPU and driver")
+# The extras pin TensorRT and cuda-python to one CUDA major each (README.md, "On a GPU"): the driver decides.
+INSTALL = "pip install -e '.[gpu]' (CUDA 13, driver >= 580) or -e '.[gpu-cu12]' (CUDA 12, driver >= 525)"
+tensorrt = lazy_import("tensorrt", install=f"{INSTALL} on a machine with an NVIDIA GPU and driver")
 tensorrt_lean = lazy_import(
-    "tensorrt_lean", install="pip install tensorrt-lean-cu12 (or -cu13, matching the CUDA driver)"
+    "tensorrt_lean", install="pip install tensorrt-lean-cu13 (driver >= 580) or tensorrt-lean-cu12 (driver >= 525)"
 )
 
 # TensorRT DataType member name -> numpy dtype, for the tensor types our graphs' I/O can have.
@@ -65,7 +67,7 @@ def network_policy(trt) -> NetworkPolicy:
     if major < MIN_MAJOR:
         raise BackendUnavailableError(
             f"TensorRT {'.'.join(map(str, version))} is too old: the engines need TensorRT >= {MIN_MAJOR} "
-            "(strongly typed networks, name-based I/O); pip install 'tensorrt>=10'"
+            f"(strongly typed networks, name-based I/O); {INSTALL}"
         )
     if major == 10:
         flag = int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -99,12 +101,12 @@ def runtime_module(version_compatible: bool = False):
         raise BackendUnavailableError(
             "no TensorRT runtime could be imported; errors were: "
             f"tensorrt: {tensorrt.import_error}; tensorrt_lean: {tensorrt_lean.import_error}. "
-            "pip install 'tensorrt>=10' (or tensorrt-lean-cu12/-cu13 for version-compatible engines)"
+            f"{INSTALL} (or tensorrt-lean-cu13/-cu12 for version-compatible engines)"
         )
     if not version_compatible:
         raise BackendUnavailableError(
             "only the lean TensorRT runtime (tensorrt_lean) is installed, and it runs only engines built "
-            "version-compatible; pip install 'tensorrt>=10', or rebuild with python -m engines.build "
+            f"version-compatible; {INSTALL}, or rebuild with python -m engines.build "
             "--version-compatible on a machine with the full package"
         )
     return tensorrt_lean

@@ -3,7 +3,8 @@
 One engine per graph of ``manifest.<precision>.json``, written beside its ONNX file with a sidecar:
 
 - ``whole``: the official whole-image path; profile over batch (1..--max-batch) and height/width
-  (29..--max-height/--max-width, tuned for --opt-height/--opt-width);
+  (29 to the manifest's whole-image rule's ``max_side``, tuned for --opt-height/--opt-width): the
+  rule that makes the Predictor run an image whole sizes this profile, so such an image always fits;
 - ``tile``: fixed T x T tiles; profile over batch (1..--max-tile-batch, tuned for --opt-tile-batch);
 - ``score``: the float32 detection head over stitched full-resolution logits (29..--max-score-side
   per side, tuned for a 12 MP photo). It is small, but as an engine it keeps the tiled path's score
@@ -24,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.contract import GRAPH_NAMES, MIN_SIDE, PRECISION_NAMES, TensorSpec
+from export.contract import GRAPH_NAMES, MIN_SIDE, PRECISION_NAMES, TensorSpec, WholeImageRule
 from export.errors import BackendUnavailableError
 from reference.errors import TruForError
 
@@ -39,8 +40,6 @@ SCORE_OPT = (3024, 4032)  # a 12 MP photo, the common tiled size
 
 @dataclass(frozen=True)
 class EngineBuildConfig:
-    max_height: int = 2048
-    max_width: int = 2048
     opt_height: int = 1024
     opt_width: int = 1024
     max_batch: int = 1
@@ -57,12 +56,10 @@ class EngineBuildConfig:
 
     def __post_init__(self):
         problems = [f"{name} must be >= {MIN_SIDE}, got {getattr(self, name)}"
-                    for name in ("max_height", "max_width", "opt_height", "opt_width", "max_score_side")
+                    for name in ("opt_height", "opt_width", "max_score_side")
                     if getattr(self, name) < MIN_SIDE]
         problems += [f"{name} must be >= 1, got {getattr(self, name)}"
                      for name in ("max_batch", "max_tile_batch", "opt_tile_batch", "streams") if getattr(self, name) < 1]
-        if self.opt_height > self.max_height or self.opt_width > self.max_width:
-            problems.append(f"opt size {self.opt_height}x{self.opt_width} exceeds max {self.max_height}x{self.max_width}")
         if self.opt_tile_batch > self.max_tile_batch:
             problems.append(f"opt_tile_batch {self.opt_tile_batch} exceeds max_tile_batch {self.max_tile_batch}")
         if self.workspace_gb is not None and self.workspace_gb <= 0:
@@ -73,11 +70,16 @@ class EngineBuildConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def dims(self, graph: str) -> dict[str, tuple[int, int, int]]:
-        """(min, opt, max) of each named dynamic dimension of ``graph``'s inputs."""
+    def dims(self, graph: str, whole_rule: WholeImageRule) -> dict[str, tuple[int, int, int]]:
+        """(min, opt, max) of each named dynamic dimension of ``graph``'s inputs; the whole graph's sides
+        reach the manifest's ``whole_rule`` (opt sizes beyond it are lowered to it)."""
         if graph == "whole":
-            return {"batch": (1, 1, self.max_batch), "height": (MIN_SIDE, self.opt_height, self.max_height),
-                    "width": (MIN_SIDE, self.opt_width, self.max_width)}
+            side = whole_rule.max_side
+            if side < MIN_SIDE:
+                raise TruForError(f"the manifest's whole-image rule allows sides up to {side}, below the minimum "
+                                  f"{MIN_SIDE}: no whole image runs; export with --whole-max-side >= {MIN_SIDE}")
+            return {"batch": (1, 1, self.max_batch), "height": (MIN_SIDE, min(self.opt_height, side), side),
+                    "width": (MIN_SIDE, min(self.opt_width, side), side)}
         if graph == "tile":
             return {"batch": (1, self.opt_tile_batch, self.max_tile_batch)}
         side = self.max_score_side
@@ -116,7 +118,7 @@ def profiles_for(inputs: tuple[TensorSpec, ...], dims: dict[str, tuple[int, int,
 def build_engines(manifest, config: EngineBuildConfig | None = None, *, device=None, **settings) -> dict[str, Path]:
     """Build (or reuse, when up to date) the engines of ``manifest``; returns graph -> plan path.
 
-    ``settings`` are EngineBuildConfig fields (max_height=..., rebuild=True, ...).
+    ``settings`` are EngineBuildConfig fields (max_batch=..., rebuild=True, ...).
     """
     from export.manifest import utc_now
 
@@ -134,7 +136,8 @@ def build_engines(manifest, config: EngineBuildConfig | None = None, *, device=N
     for graph in config.graphs:
         entry = manifest.graph(graph)
         options = config.options()
-        options.profiles = profiles_for(entry.spec.inputs, config.dims(graph), config.profile_count(graph))
+        options.profiles = profiles_for(entry.spec.inputs, config.dims(graph, manifest.whole_rule),
+                                        config.profile_count(graph))
         key = make_key(graph, manifest.precision, entry.sha256, str(trt.__version__), device,
                        [{n: [list(s) for s in v] for n, v in p.items()} for p in options.profiles],
                        options.key_options())
@@ -164,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder made by python -m export.build")
     parser.add_argument("--precision", required=True, choices=PRECISION_NAMES)
     defaults = EngineBuildConfig()
-    for name in ("max_height", "max_width", "opt_height", "opt_width", "max_batch", "max_tile_batch",
+    for name in ("opt_height", "opt_width", "max_batch", "max_tile_batch",
                  "opt_tile_batch", "max_score_side", "streams"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name),
                             help="(default: %(default)s)")

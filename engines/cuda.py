@@ -119,16 +119,23 @@ class _Owned:
 
 
 class DeviceBuffer(_Owned):
-    """``nbytes`` of device memory at ``ptr``."""
+    """``nbytes`` of device memory at ``ptr``, allocated and freed in order on ``stream``.
 
-    def __init__(self, nbytes: int):
+    Stream-ordered (cudaMallocAsync / cudaFreeAsync): freeing a buffer to grow it never waits for the
+    whole device, as cudaFree does; the memory returns to the pool once the stream's earlier work
+    that uses it is done.
+    """
+
+    def __init__(self, nbytes: int, stream: int):
         self.nbytes = int(nbytes)
-        self.ptr = int(cuda_call(cudart.cudaMalloc(max(self.nbytes, 1)), f"cudaMalloc({self.nbytes} bytes)"))
+        self.stream = stream
+        allocated = cudart.cudaMallocAsync(max(self.nbytes, 1), stream)
+        self.ptr = int(cuda_call(allocated, f"cudaMallocAsync({self.nbytes} bytes)"))
 
     def free(self) -> None:
         if self.ptr:
             ptr, self.ptr = self.ptr, 0
-            cuda_call(cudart.cudaFree(ptr), "cudaFree")
+            cuda_call(cudart.cudaFreeAsync(ptr, self.stream), "cudaFreeAsync")
 
 
 class PinnedHostBuffer(_Owned):

@@ -197,7 +197,7 @@ class EngineBytesFromNetwork(BaseLoader):
             raise EngineBuildError(
                 f"TensorRT built no engine from {parsed.source} after {seconds:.0f}s (the TensorRT errors above say "
                 "why); common causes: a workspace limit too small (--workspace-gb) or too little GPU memory "
-                "for the profile's largest shape (--max-height/--max-width/--max-tile-batch)"
+                "for the profile's largest shape (the export's --whole-max-side, --max-tile-batch)"
             )
         if self.timing_cache is not None:
             self._save_timing_cache(parsed.trt, config, cache)

@@ -31,7 +31,7 @@ from pathlib import Path
 from reference.config import CONF_BN_EPS, PRESETS
 from reference.errors import TruForError
 
-from .contract import DEFAULT_TILE, PRECISIONS, check_tile_size, precision_help
+from .contract import DEFAULT_TILE, PRECISIONS, WholeImageRule, check_tile_size, precision_help
 from .errors import BackendUnavailableError, ExportError
 from .int8 import DEFAULT_SCOPES, SCOPES
 from .manifest import load_manifest
@@ -56,6 +56,7 @@ class BuildConfig:
     checkpoint: Path | None = None
     out: Path = Path("artifacts")
     tile: int = DEFAULT_TILE
+    whole_rule: WholeImageRule = WholeImageRule()
     calib: Path | None = None
     calib_count: int = 16
     int8_layers: tuple[str, ...] = DEFAULT_SCOPES
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="architecture (default trufor); without --checkpoint the weights are random")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile graph size T (default {DEFAULT_TILE})")
+    default_rule = WholeImageRule()
+    parser.add_argument("--whole-max-pixels", type=int, default=default_rule.max_pixels,
+                        help="images of at most this many pixels, and --whole-max-side per side, run whole; larger "
+                        "ones run as tiles. Recorded in the manifest: TensorRT's whole-image profile is sized from "
+                        "it (default %(default)s)")
+    parser.add_argument("--whole-max-side", type=int, default=default_rule.max_side, help="(default %(default)s)")
     parser.add_argument("--calib", type=Path, help="int8: folder of calibration images (default: synthetic images; "
                         "real images from the scanned domain give better ranges)")
     parser.add_argument("--calib-count", type=int, default=16, help="int8: number of calibration tiles (default 16)")
@@ -118,8 +125,12 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
             model_config_pb2()
         except TruForError as error:
             parser.error(f"--triton: {error}")
-    fields = {k: values[k] for k in BuildConfig.__dataclass_fields__ if k != "triton_options"}
-    return BuildConfig(**fields, triton_options=triton_options)
+    try:
+        whole_rule = WholeImageRule(args.whole_max_pixels, args.whole_max_side)
+    except ValueError as error:
+        parser.error(str(error))
+    fields = {k: values[k] for k in BuildConfig.__dataclass_fields__ if k not in ("triton_options", "whole_rule")}
+    return BuildConfig(**fields, whole_rule=whole_rule, triton_options=triton_options)
 
 
 @contextlib.contextmanager
@@ -140,7 +151,8 @@ def build_engines(out: Path, precision: str) -> None:
     """Build the TensorRT engines of the graphs just exported, with ``python -m engines.build --rebuild``
     (the graphs were rewritten, so engines built from older ones are replaced rather than refused)."""
     if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailableError("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU)")
+        raise BackendUnavailableError("TensorRT is not installed (on a machine with an NVIDIA GPU: pip install -e "
+                                      "'.[gpu]' for CUDA 13, driver >= 580, or -e '.[gpu-cu12]' for CUDA 12, driver >= 525)")
     command = [sys.executable, "-m", "engines.build", "--artifacts", str(out), "--precision", precision, "--rebuild"]
     status = subprocess.run(command, check=False).returncode
     if status == ENGINES_UNAVAILABLE:

@@ -19,7 +19,8 @@ from reference.errors import TruForError
 from reference.image import MIN_SIDE
 
 OPSET = 18
-FORMAT_VERSION = 2
+# 3: graphs cast the uint8 image first (TensorRT's rule), int8 biases stay float, the whole-image rule
+FORMAT_VERSION = 3
 DEFAULT_TILE = 512
 GRAPH_NAMES = ("whole", "tile", "score")
 # What the graphs take and do before the network: decoded RGB as it comes, scaled and normalized inside.
@@ -32,6 +33,36 @@ PREPROCESSING = {
 }
 # What every manifest records besides its tile size and graphs' I/O; load_manifest refuses other values.
 MANIFEST_FIELDS = {"min_side": MIN_SIDE, "preprocessing": PREPROCESSING}
+
+
+@dataclass(frozen=True)
+class WholeImageRule:
+    """Which images run whole (the official path) and which run as blended tiles.
+
+    One rule, recorded in the manifest: it sizes the TensorRT whole-image profile (``engines.build``)
+    and decides the Predictor's mode, so every image the rule runs whole fits the engine and none
+    falls back silently. The defaults: peak RSS of one whole-image run of the full model, torch fp32,
+    measured on a CPU, grows about 1.8 GB per megapixel (0.79 MP 1.9 GB, 1.92 MP 4.0 GB, 3.15 MP 6.1 GB);
+    2048 x 1024 pixels (so 1920x1080 and 1600x1200 run whole) stays near 4.3 GB. The side limit keeps
+    the engine's profile (and its tactics) to 2048 x 2048: a 3000x600 image runs tiled.
+    """
+
+    max_pixels: int = 2048 * 1024
+    max_side: int = 2048
+
+    def __post_init__(self):
+        if self.max_pixels < 0 or self.max_side < 0:
+            raise ValueError(f"the whole-image limits must be >= 0, got {self.max_pixels} pixels and side {self.max_side}")
+
+    def runs_whole(self, height: int, width: int) -> bool:
+        return height * width <= self.max_pixels and max(height, width) <= self.max_side
+
+    def to_json(self) -> dict:
+        return {"max_pixels": self.max_pixels, "max_side": self.max_side}
+
+    @classmethod
+    def from_json(cls, data: dict) -> WholeImageRule:
+        return cls(data["max_pixels"], data["max_side"])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from reference.outputs import atomic_write_text
 
-from .contract import FORMAT_VERSION, MANIFEST_FIELDS, OPSET, PRECISIONS, GraphSpec
+from .contract import FORMAT_VERSION, MANIFEST_FIELDS, OPSET, PRECISIONS, GraphSpec, WholeImageRule
 from .errors import ArtifactError
 
 MANIFEST_PATTERN = "manifest.{precision}.json"
@@ -64,6 +64,7 @@ class Manifest:
     checkpoint: dict[str, str] | None  # {"path", "sha256"}, None for random init
     opset: int
     tile_size: int
+    whole_rule: WholeImageRule  # which images run whole; the TensorRT whole profile is sized from it
     graphs: dict[str, GraphEntry]
     versions: dict[str, str]
     created: str
@@ -143,6 +144,7 @@ def load_manifest(artifacts_dir: str | os.PathLike, precision: str | None = None
         checkpoint=data["checkpoint"],
         opset=data["opset"],
         tile_size=data["tile_size"],
+        whole_rule=WholeImageRule.from_json(data["whole_image"]),
         graphs=graphs,
         versions=data["versions"],
         created=data["created"],
@@ -170,7 +172,8 @@ def file_entry(path: Path) -> dict[str, str]:
 
 
 def manifest_data(precision: str, preset: str, config: dict, checkpoint: dict | None, tile_size: int,
-                  graphs: dict[str, dict], versions: dict[str, str], created: str, **extra) -> dict[str, Any]:
+                  whole_rule: WholeImageRule, graphs: dict[str, dict], versions: dict[str, str], created: str,
+                  **extra) -> dict[str, Any]:
     """The manifest's JSON: identity, the contract (``export.contract.MANIFEST_FIELDS``), the graphs."""
     return {
         "format_version": FORMAT_VERSION,
@@ -180,6 +183,7 @@ def manifest_data(precision: str, preset: str, config: dict, checkpoint: dict | 
         "checkpoint": checkpoint,
         "opset": OPSET,
         "tile_size": tile_size,
+        "whole_image": whole_rule.to_json(),
         **MANIFEST_FIELDS,
         **extra,
         "graphs": graphs,

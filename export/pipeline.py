@@ -178,8 +178,8 @@ def export_artifacts(config, step: Callable, model=None) -> Path:
             entries[kind][UINT8_ACTIVATIONS] = file_entry(write_uint8_form(graph, metadata, out / spec.file_name("int8", UINT8_VARIANT), step))
 
     extra = {"int8_layers": list(config.int8_layers)} if config.precision == "int8" else {}
-    manifest = manifest_data(config.precision, config.preset, model_config, checkpoint, config.tile, entries,
-                             versions(), created, **extra)
+    manifest = manifest_data(config.precision, config.preset, model_config, checkpoint, config.tile,
+                             config.whole_rule, entries, versions(), created, **extra)
     with step("write manifest", manifest_file):
         write_manifest(manifest_file, manifest)
     return manifest_file

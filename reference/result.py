@@ -18,6 +18,7 @@ class TruForResult:
     loc_logits: np.ndarray | None = None  # (num_classes, H, W) float32
     conf_logits: np.ndarray | None = None  # (1, H, W) float32
     det_logit: float | None = None
+    backend: str | None = None  # the runtime backend that computed it (after a fallback, the one that ran)
 
     @property
     def imgsize(self) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from export.contract import DEFAULT_TILE, PRECISION_NAMES
+from export.contract import DEFAULT_TILE, PRECISION_NAMES, WholeImageRule
 from reference.config import PRESETS
 from reference.image import DEFAULT_MAX_PIXELS
 
@@ -26,7 +26,7 @@ from .backends import (
 )
 from .decode import ImageOptions
 from .errors import UsageError
-from .tiling import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD_PIXELS, WINDOWS, TilingConfig
+from .tiling import DEFAULT_BATCH_SIZE, WINDOWS, TilingConfig
 
 
 def _positive(text: str) -> int:
@@ -110,12 +110,15 @@ class TilingArgs:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("tiling and batching")
+        rule = WholeImageRule()
         group.add_argument(
             "--tile-threshold-pixels",
             type=_non_negative,
-            default=DEFAULT_THRESHOLD_PIXELS,
-            help="images with more pixels run as blended tiles (an approximation of the official output); "
-            "smaller ones run whole, as the official code does. 0 tiles everything (default: %(default)s)",
+            default=None,
+            help="images with more pixels, or a side above the artifacts' whole-image limit, run as blended tiles "
+            "(an approximation of the official output); the others run whole, as the official code does. "
+            f"0 tiles everything (default: the artifacts' limit, set by python -m export.build --whole-max-pixels; "
+            f"{rule.max_pixels} pixels and {rule.max_side} per side for the torch backend)",
         )
         group.add_argument(
             "--tile-overlap", type=_non_negative, default=None, help="minimum overlap of neighbouring tiles in "
@@ -127,7 +130,7 @@ class TilingArgs:
             type=_positive,
             default=DEFAULT_BATCH_SIZE,
             help="tiles, or same-size whole images, per model call; whole-image batches also stay within "
-            "--tile-threshold-pixels in total (default: %(default)s)",
+            "the whole-image pixel limit in total (default: %(default)s)",
         )
 
     def parse(self, args: argparse.Namespace) -> TilingConfig:

@@ -36,7 +36,7 @@ from .outputs import remove_stale_temps
 from .predictor import Predictor
 from .records import OK, ResultsWriter, generic_error, read_latest
 from .report import write_report
-from .scan_dir import ScanDirLock, check_settings, record_command
+from .scan_dir import ScanDirLock, check_settings, record_backends_ran, record_command
 from .scanner import OUTPUT_FILES, OutputOptions, Scanner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -315,6 +315,8 @@ def run(specs: list[str], request, image_options, tiling, options: OutputOptions
             signal.signal(signal.SIGTERM, previous)
             progress.close()
             log.seconds = time.perf_counter() - loop_started
+        if fatal is None:  # still under the folder's lock
+            record_backends_ran(options.out, read_latest(results_path).values())
     timing = "model loading excluded" if ray_options is None else "Ray actor start-up included"
     return _summary(log, inputs, results_path, time.perf_counter() - started, command, interrupted, fatal, timing)
 

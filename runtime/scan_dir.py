@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from reference.errors import TruForError
 from reference.outputs import atomic_write_text
 
 from .decision import DecisionRule
+from .records import OK
 from .runners.base import Backend
 from .tiling import TilingConfig
 
 SETTINGS_FILE = "scan.json"
+BACKENDS_RAN = "backends_ran"  # scan.json's count of ok rows per backend that computed them
 LOCK_FILE = ".scan.lock"
 COMMANDS_FILE = "commands.jsonl"
 
@@ -53,7 +56,8 @@ def settings(backend: Backend, tiling: TilingConfig, image_options, decision: De
         "precision": backend.precision,
         "model": backend.identity.description,
         "tile_size": backend.tile_size,
-        "tile_threshold_pixels": tiling.threshold_pixels,
+        "tile_threshold_pixels": tiling.whole_rule(backend.whole_rule).max_pixels,
+        "whole_max_side": tiling.whole_rule(backend.whole_rule).max_side,
         "tile_overlap": tiling.overlap_for(backend.tile_size),
         "tile_window": tiling.window,
         "exif_transpose": image_options.exif_transpose,
@@ -106,3 +110,13 @@ def read_commands(folder: Path) -> list[dict]:
         except ValueError:
             continue
     return runs
+
+
+def record_backends_ran(folder: Path, rows) -> None:
+    """Count, in ``scan.json``, the backends that computed the ok ``rows`` (the folder's latest): a backend
+    that handed inputs to its fallback (TensorRT to ONNX Runtime) shows as such, not as itself. The
+    count is not a setting: resuming never compares it."""
+    path = folder / SETTINGS_FILE
+    data = json.loads(path.read_text())
+    data[BACKENDS_RAN] = dict(Counter(row["backend"] for row in rows if row["status"] == OK).most_common())
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

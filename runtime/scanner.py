@@ -132,7 +132,7 @@ class Scanner:
             "height": height,
             **self.options.decision.row_fields(result),
             "mode": self.predictor.mode(height, width),
-            "backend": backend.name,
+            "backend": result.backend or backend.name,  # after a fallback, the backend that ran
             "precision": backend.precision,
             "seconds": round(seconds, 4),
         }

@@ -1,11 +1,20 @@
 """Tiled inference for images too large to run whole: overlapping tiles blended in logit space.
 
-An image above ``TilingConfig.threshold_pixels`` runs as a grid of TxT tiles (T: the backend's tile
-graph) that overlap by at least ``overlap`` pixels, ``batch_size`` tiles per call. Each tile's
-localization and confidence *logits* are multiplied by a separable window and added into
-full-resolution float32 accumulators (3 x H x W x 4 B); dividing by the summed window gives the
-blended logits, which the score graph then pools over the whole image as the official model does.
-Memory is the accumulators plus one batch of tiles, whatever the image size.
+An image the whole-image rule (``export.contract.WholeImageRule``: the backend's, from its manifest,
+narrowed by ``TilingConfig``) does not run whole runs as a grid of TxT tiles (T: the backend's tile
+graph) that overlap by at least ``overlap`` pixels, ``batch_size`` tiles per call. On a GPU the
+last call is padded to ``batch_size`` with copies of its last tile, so the tile graph sees one shape
+only (what TensorRT's CUDA graphs need; the copies cost little there), and their logits are
+dropped; on a CPU, where every tile costs its full time, it is not. Each tile's localization and
+confidence *logits* are multiplied by a separable window and added into full-resolution float32
+accumulators (3 x H x W x 4 B); dividing by the summed window gives the blended logits, which the
+score graph then pools over the whole image as the official model does. Memory is the
+accumulators plus the tile batches in flight, whatever the image size.
+
+Two blenders share the grid, the window and the pipeline (``stitch_tiles``): ``HostBlender`` here
+(NumPy, for backends that take numpy arrays) and ``runtime.device_tiling.DeviceBlender`` (torch
+tensors on the backend's device: the image is copied there once, tiles are cut, blended and pooled
+there, and only the maps come back).
 
 The window is smooth and never exactly zero, so every pixel (image borders included, where only
 one tile covers it) has a positive total weight. Because the window and the grid are separable,
@@ -20,38 +29,38 @@ attention), so a tile sees different statistics than the whole image does (ARCHI
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from export.contract import WholeImageRule
+
 WINDOWS = ("tukey", "hann", "box")
 WINDOW_FLOOR = 1e-3  # smallest window weight: keeps border pixels' total weight away from zero
-# Above this many pixels an image runs tiled. Peak RSS of one whole-image run of the full model,
-# torch fp32 (fused attention), measured on this CPU: 0.79 MP 1.9 GB, 1.05 MP 2.5 GB, 1.92 MP
-# 4.0 GB, 3.15 MP 6.1 GB (about 1.8 GB per megapixel). 2048 x 1024 pixels (so 1920x1080 and
-# 1600x1200 run whole) keeps a whole image near 4.3 GB, inside 6 GB with room for decoding.
-DEFAULT_THRESHOLD_PIXELS = 2048 * 1024
 DEFAULT_BATCH_SIZE = 4
-
-# (B, T, T, 3) uint8 tiles -> a call that waits for their (B, C, T, T) localization and
-# (B, 1, T, T) confidence logits. A backend that runs asynchronously (TensorRT on CUDA streams)
-# returns at once, so the next batch computes while the host blends this one.
-TileSubmit = Callable[[np.ndarray], Callable[[], tuple[np.ndarray, np.ndarray]]]
+# Tile batches submitted and not yet blended: on an asynchronous backend the device works on the
+# next ones while the host blends (or, on the device, enqueues the blending of) this one.
+BATCHES_IN_FLIGHT = 3
 
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """When and how to tile. ``overlap=None`` means a quarter of the backend's tile size."""
+    """When and how to tile. ``threshold_pixels`` / ``max_side`` replace the backend's whole-image
+    limits (None: the backend's); ``overlap=None`` means a quarter of the backend's tile size."""
 
-    threshold_pixels: int = DEFAULT_THRESHOLD_PIXELS
+    threshold_pixels: int | None = None
     overlap: int | None = None
     window: str = "tukey"
     batch_size: int = DEFAULT_BATCH_SIZE
+    max_side: int | None = None
 
     def __post_init__(self):
-        if self.threshold_pixels < 0:
+        if self.threshold_pixels is not None and self.threshold_pixels < 0:
             raise ValueError(f"tile threshold must be >= 0 pixels, got {self.threshold_pixels}")
+        if self.max_side is not None and self.max_side < 0:
+            raise ValueError(f"the whole-image side limit must be >= 0 pixels, got {self.max_side}")
         if self.overlap is not None and self.overlap < 0:
             raise ValueError(f"tile overlap must be >= 0 pixels, got {self.overlap}")
         if self.window not in WINDOWS:
@@ -59,8 +68,14 @@ class TilingConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 
-    def needs_tiling(self, height: int, width: int) -> bool:
-        return height * width > self.threshold_pixels
+    def whole_rule(self, backend_rule: WholeImageRule | None) -> WholeImageRule:
+        """The rule images are run by: the backend's (the contract's default when it has none) with
+        this config's limits in place of its own."""
+        base = backend_rule or WholeImageRule()
+        return WholeImageRule(
+            base.max_pixels if self.threshold_pixels is None else self.threshold_pixels,
+            base.max_side if self.max_side is None else self.max_side,
+        )
 
     def overlap_for(self, tile_size: int) -> int:
         """The overlap in pixels for ``tile_size``; refuses one that leaves no tile interior."""
@@ -142,57 +157,75 @@ def pad_to_tile(rgb: np.ndarray, tile: int) -> np.ndarray:
     return np.pad(rgb, ((0, max(tile - height, 0)), (0, max(tile - width, 0)), (0, 0)), mode="reflect")
 
 
+def padded_batch(origins: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
+    """``origins`` with its last tile repeated up to ``batch_size``: every call has the same shape."""
+    return origins + [origins[-1]] * (batch_size - len(origins))
+
+
+class HostBlender:
+    """Tiles cut from, and logits blended into, NumPy arrays on the host."""
+
+    def __init__(self, rgb: np.ndarray, tile: int, overlap: int, window: str):
+        self.height, self.width = rgb.shape[:2]
+        self.tile = tile
+        self.padded = pad_to_tile(rgb, tile)
+        self.grid = TileGrid.for_image(self.height, self.width, tile, overlap)
+        self.profile = window_1d(tile, overlap, window)
+        self.weights = np.outer(self.profile, self.profile)
+        self.accumulator: np.ndarray | None = None  # (C + 1, H, W): localization channels, then confidence
+
+    def tiles(self, origins: list[tuple[int, int]]) -> np.ndarray:
+        tile = self.tile
+        return np.stack([self.padded[y : y + tile, x : x + tile] for y, x in origins])
+
+    def add(self, origins: list[tuple[int, int]], loc_logits: np.ndarray, conf_logits: np.ndarray) -> None:
+        """Blend the logits of the tiles at ``origins`` (the first ``len(origins)`` of the batch)."""
+        if self.accumulator is None:
+            self.accumulator = np.zeros((loc_logits.shape[1] + 1, self.grid.height, self.grid.width), np.float32)
+        classes, tile = loc_logits.shape[1], self.tile
+        for (y, x), loc, conf in zip(origins, loc_logits, conf_logits):
+            self.accumulator[:classes, y : y + tile, x : x + tile] += loc * self.weights
+            self.accumulator[classes:, y : y + tile, x : x + tile] += conf * self.weights
+
+    def logits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The blended (1, C, H, W) and (1, 1, H, W) float32 logits, cropped to the image."""
+        accumulator, grid = self.accumulator, self.grid
+        rows = grid.total_weight(self.profile, grid.ys, grid.height)
+        cols = grid.total_weight(self.profile, grid.xs, grid.width)
+        for top in range(0, grid.height, 256):  # normalize in row blocks: no H x W temporary
+            accumulator[:, top : top + 256] /= rows[top : top + 256, None] * cols[None, :]
+        accumulator = accumulator[:, : self.height, : self.width]
+        classes = accumulator.shape[0] - 1
+        return np.ascontiguousarray(accumulator[None, :classes]), np.ascontiguousarray(accumulator[None, classes:])
+
+
 def stitch_tiles(
-    rgb: np.ndarray,
-    submit_tiles: TileSubmit,
-    tile: int,
-    overlap: int,
-    window: str = "tukey",
+    blender,
+    submit_tiles: Callable,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Blended full-resolution logits of an HxWx3 uint8 image: (1, C, H, W) and (1, 1, H, W) float32.
+    pad_last: bool = False,
+):
+    """Blended full-resolution logits of the blender's image: (1, C, H, W) and (1, 1, H, W).
 
-    One batch is submitted ahead of the one being blended, so at most two are in flight.
-    ``on_progress(tiles_done, tiles_total)`` is called after every batch of tiles.
+    ``submit_tiles(tiles)`` starts a (B, T, T, 3) batch and returns the call that waits for its
+    (loc_logits, conf_logits); up to ``BATCHES_IN_FLIGHT`` batches are submitted before the oldest
+    is waited for. ``pad_last`` makes every B ``batch_size``. ``on_progress(tiles_done, tiles_total)``
+    is called after every batch.
     """
-    height, width = rgb.shape[:2]
-    padded = pad_to_tile(rgb, tile)
-    grid = TileGrid.for_image(height, width, tile, overlap)
-    profile = window_1d(tile, overlap, window)
-    weights = np.outer(profile, profile)
-    accumulator: np.ndarray | None = None  # (C + 1, H, W): localization channels, then confidence
-    origins = list(grid.origins())
+    origins = list(blender.grid.origins())
     batches = [origins[first : first + batch_size] for first in range(0, len(origins), batch_size)]
-
-    def submit(batch_origins: list[tuple[int, int]]):
-        return submit_tiles(np.stack([padded[y : y + tile, x : x + tile] for y, x in batch_origins]))
-
+    in_flight: deque = deque()
     done = 0
-    next_result = submit(batches[0])
-    for index, batch_origins in enumerate(batches):
-        result = next_result
-        if index + 1 < len(batches):
-            next_result = submit(batches[index + 1])
-        loc_logits, conf_logits = result()
-        if accumulator is None:
-            accumulator = np.zeros((loc_logits.shape[1] + 1, grid.height, grid.width), np.float32)
-        classes = loc_logits.shape[1]
-        for (y, x), loc, conf in zip(batch_origins, loc_logits, conf_logits):
-            accumulator[:classes, y : y + tile, x : x + tile] += loc * weights
-            accumulator[classes:, y : y + tile, x : x + tile] += conf * weights
-        del result, loc_logits, conf_logits
-        done += len(batch_origins)
+    for index in range(len(batches)):
+        while len(in_flight) < BATCHES_IN_FLIGHT and index + len(in_flight) < len(batches):
+            batch = batches[index + len(in_flight)]
+            tiles = blender.tiles(padded_batch(batch, batch_size) if pad_last else batch)
+            in_flight.append((batch, submit_tiles(tiles)))
+        batch, result = in_flight.popleft()
+        blender.add(batch, *result())
+        del result
+        done += len(batch)
         if on_progress is not None:
             on_progress(done, len(origins))
-    assert accumulator is not None
-    rows = grid.total_weight(profile, grid.ys, grid.height)
-    cols = grid.total_weight(profile, grid.xs, grid.width)
-    for top in range(0, grid.height, 256):  # normalize in row blocks: no H x W temporary
-        accumulator[:, top : top + 256] /= rows[top : top + 256, None] * cols[None, :]
-    if (grid.height, grid.width) != (height, width):
-        accumulator = accumulator[:, :height, :width]
-    classes = accumulator.shape[0] - 1
-    loc = np.ascontiguousarray(accumulator[None, :classes])
-    conf = np.ascontiguousarray(accumulator[None, classes:])
-    return loc, conf
+    return blender.logits()

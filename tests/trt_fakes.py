@@ -21,7 +21,8 @@ API_CLASSES = {
     "FakeRuntime": "Runtime",
 }  # fmt: skip
 API_NAMED = {"Builder", "OnnxParser", "Logger", "ParserError", "MemoryPoolType", "BuilderFlag",
-             "NetworkDefinitionCreationFlag", "cudaMemcpyKind", "cudaStreamCaptureMode"}
+             "NetworkDefinitionCreationFlag", "ExecutionContextAllocationStrategy", "cudaMemcpyKind",
+             "cudaStreamCaptureMode"}
 
 
 def _api_of(value) -> str | None:
@@ -206,7 +207,16 @@ def fake_runtime_module():
         def __init__(self, severity):
             self.severity = severity
 
-    return SimpleNamespace(__version__="10.13.2.6", Logger=Logger, Runtime=FakeRuntime)
+    class ExecutionContextAllocationStrategy:
+        STATIC, ON_PROFILE_CHANGE, USER_MANAGED = 0, 1, 2
+
+    return SimpleNamespace(__version__="10.13.2.6", Logger=Logger, Runtime=FakeRuntime,
+                           ExecutionContextAllocationStrategy=ExecutionContextAllocationStrategy)
+
+
+def fake_loaded(engine):
+    """What ``engines.loaders.EngineFromPath`` gives: the engine and the runtime module that made it."""
+    return SimpleNamespace(engine=engine, trt=fake_runtime_module())
 
 
 class FakeCudart:
@@ -246,8 +256,9 @@ _IDS = itertools.count(1 << 20, 4096)
 class FakeDeviceBuffer:
     live: list = []
 
-    def __init__(self, nbytes):
+    def __init__(self, nbytes, stream=None):
         self.nbytes, self.mem, self.ptr = int(nbytes), bytearray(max(int(nbytes), 1)), next(_IDS)
+        self.stream = stream
         _MEMORY[self.ptr] = self.mem
         type(self).live.append(self)
 
@@ -300,15 +311,26 @@ class FakeEvent:
 
 
 class FakeGraph:
+    """A CUDA graph of one TensorRT enqueue, held to TensorRT's rules: the capture must follow a plain
+    enqueue at the same shapes, and a replay must find the context at the shapes it captured."""
+
     captures = 0
+    capturing: FakeGraph | None = None  # the graph whose capture is running
 
     def __init__(self, stream, enqueue):
         type(self).captures += 1
-        self.enqueue, self.launches = enqueue, 0
+        self.enqueue, self.launches, self.context, self.shapes = enqueue, 0, None, None
+        FakeGraph.capturing = self
+        try:
+            enqueue(stream)  # the context records itself and its shapes here, and runs nothing
+        finally:
+            FakeGraph.capturing = None
 
     def launch(self, stream):
+        if self.context.shapes != self.shapes:
+            raise AssertionError(f"a CUDA graph captured at {self.shapes} replayed at {self.context.shapes}")
         self.launches += 1
-        self.enqueue(stream)
+        self.context.run()
 
     def free(self):
         pass
@@ -332,9 +354,11 @@ def install_fake_cuda(monkeypatch):
 # --- TensorRT runtime side: a "whole" engine ---------------------------------------------------
 
 class FakeContext:
-    def __init__(self, engine):
-        self.engine, self.shapes, self.addresses = engine, {}, {}
+    def __init__(self, engine, strategy=None):
+        self.engine, self.shapes, self.addresses, self.strategy = engine, {}, {}, strategy
         self.shape_calls, self.address_calls, self.runs, self.profile = [], [], 0, None
+        self.memory_calls = []  # (ptr, size) given by set_device_memory
+        self.plain_since_shape_change = False  # what TensorRT wants before a CUDA graph capture
 
     def set_optimization_profile_async(self, index, stream):
         self.profile = index
@@ -342,8 +366,17 @@ class FakeContext:
 
     def set_input_shape(self, name, shape):
         self.shape_calls.append((name, tuple(shape)))
+        if self.shapes.get(name) != tuple(shape):
+            self.plain_since_shape_change = False
         self.shapes[name] = tuple(shape)
         return self.engine.accept_shapes
+
+    def update_device_memory_size_for_shapes(self):
+        return 1000 * int(np.prod(self.shapes["image"]))  # activations grow with the input
+
+    def set_device_memory(self, ptr, size):
+        assert _MEMORY[ptr] is not None and len(_MEMORY[ptr]) >= size, "activation memory smaller than asked"
+        self.memory_calls.append((ptr, size))
 
     def get_tensor_shape(self, name):
         batch, height, width, _ = self.shapes["image"]
@@ -355,15 +388,33 @@ class FakeContext:
         return True
 
     def execute_async_v3(self, stream):
-        self.runs += 1
         if not self.engine.execute_ok:
             return False
-        shape = self.shapes["image"]
-        image = np.frombuffer(_MEMORY[self.addresses["image"]], np.uint8, int(np.prod(shape))).reshape(shape)
-        outputs = expected_outputs(image)
-        for name, array in outputs.items():
-            _MEMORY[self.addresses[name]][: array.nbytes] = array.tobytes()
+        graph = FakeGraph.capturing
+        if graph is not None:
+            if not self.plain_since_shape_change:
+                raise AssertionError(f"CUDA graph capture at {self.shapes} without a plain enqueue since the shapes changed")
+            graph.context, graph.shapes = self, dict(self.shapes)
+            return True
+        self.plain_since_shape_change = True
+        self.run()
         return True
+
+    def run(self):
+        """The "kernels": outputs computed from the input where the addresses point (a fake device
+        buffer, or the memory of a CPU torch tensor standing for a CUDA one)."""
+        self.runs += 1
+        shape = self.shapes["image"]
+        image = np.frombuffer(_memory(self.addresses["image"], int(np.prod(shape))), np.uint8).reshape(shape)
+        for name, array in expected_outputs(image).items():
+            _memory(self.addresses[name], array.nbytes)[:] = array.tobytes()
+
+
+def _memory(ptr: int, nbytes: int):
+    buffer = _MEMORY.get(ptr)
+    if buffer is not None:
+        return memoryview(buffer)[:nbytes]
+    return memoryview((ctypes.c_char * nbytes).from_address(ptr)).cast("B")
 
 
 def expected_outputs(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -393,8 +444,8 @@ class FakeWholeEngine:
     def get_tensor_profile_shape(self, name, profile):
         return self.profile
 
-    def create_execution_context(self):
-        self.contexts.append(FakeContext(self))
+    def create_execution_context(self, strategy=None):
+        self.contexts.append(FakeContext(self, strategy))
         return self.contexts[-1]
 
 
@@ -414,7 +465,7 @@ def fake_engines(folder, precision: str, graphs=("whole", "tile", "score"), onnx
     settings = EngineBuildConfig()
     for graph in graphs:
         entry = manifest.graph(graph)
-        profiles = profiles_for(entry.spec.inputs, settings.dims(graph), settings.profile_count(graph))
+        profiles = profiles_for(entry.spec.inputs, settings.dims(graph, manifest.whole_rule), settings.profile_count(graph))
         profiles = [{n: [list(s) for s in shapes] for n, shapes in p.items()} for p in profiles]
         plan = engine_path(entry.path)
         plan.write_bytes(b"not a real plan " + graph.encode())

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from export.contract import GRAPH_NAMES, PRECISION_NAMES, GraphSpec
+from export.contract import GRAPH_NAMES, PRECISION_NAMES, GraphSpec, WholeImageRule
 from reference.errors import TruForError
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -54,6 +54,9 @@ class Capabilities:
     async_submit: bool = False  # ``submit_batch`` returns before the outputs exist: tiles compute while the host blends
     gpu: bool = False  # computes on a GPU of this machine (a Ray actor then claims one)
     release_memory: bool = False  # the whole graph keeps working memory between calls and can give it back
+    # The torch device ("cuda:0") whose tensors the tile and score runners' ``submit_tensors`` take and
+    # give: tiles are then cut, blended and pooled there (runtime.device_tiling). None: numpy only.
+    device_tensors: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,18 @@ class ModelIdentity:
 class BaseRunner:
     """Runs one graph. Use as a context manager, or call ``activate`` / ``deactivate`` yourself."""
 
+    runs_on = ""  # the backend name it computes with; its Backend fills in its own name when empty
+
     def __init__(self, spec: GraphSpec):
         self.graph = spec.kind
         self.spec = spec
         self.is_active = False
+
+    @property
+    def ran_on(self) -> str:
+        """The backend that computed the latest submission: ``runs_on``, or the fallback's name after a
+        runner handed an input it cannot take to a fallback (TensorRT to ONNX Runtime)."""
+        return self.runs_on
 
     # Hooks a backend implements.
     def activate_impl(self) -> None:
@@ -113,6 +124,18 @@ class BaseRunner:
         outputs = self.infer(feed)
         return lambda: outputs
 
+    def submit_tensors(self, feed: dict) -> Callable[[], dict]:
+        """Start ``feed`` given as torch tensors on ``Capabilities.device_tensors`` and return the call that
+        gives the outputs as tensors there. Backends with ``device_tensors`` override it to stay on the
+        device (the work may still be queued on its current stream when it returns); this one goes
+        through the host, for a runner that stands in for another (a fallback, say)."""
+        import torch
+
+        device = next(iter(feed.values())).device
+        outputs = self.infer({name: tensor.cpu().numpy() for name, tensor in feed.items()})
+        result = {name: torch.from_numpy(array).to(device) for name, array in outputs.items()}
+        return lambda: result
+
     def release_memory(self) -> None:
         """Give back the working memory kept from earlier calls (sized for the largest input so far).
 
@@ -146,11 +169,17 @@ class Backend:
     auto: ClassVar[bool] = True  # --backend auto may pick it (in registry order, fastest first)
 
     def __init__(self, precision: str, tile_size: int, runners: dict[str, BaseRunner], *, device: str,
-                 identity: ModelIdentity, capabilities: Capabilities = Capabilities()):
+                 identity: ModelIdentity, capabilities: Capabilities = Capabilities(),
+                 whole_rule: WholeImageRule | None = None):
         assert set(runners) == set(GRAPH_NAMES), sorted(runners)
         self.precision = precision
         self.tile_size = tile_size
         self.runners = runners
+        for runner in runners.values():
+            runner.runs_on = runner.runs_on or self.name
+        # Which images its whole graph runs (the manifest's, which sized a TensorRT profile); None: the
+        # contract's default, for backends that take any size.
+        self.whole_rule = whole_rule
         self.device = device  # where it computes, in words: "cpu", "cuda:0", "NVIDIA H100 80GB HBM3", a server
         self.identity = identity
         self.capabilities = capabilities

@@ -72,6 +72,8 @@ def other_model(request: BackendRequest, manifest: Manifest) -> str | None:
 class OrtRunner(BaseRunner):
     """One graph file; the session is created on activate and dropped on deactivate."""
 
+    runs_on = "onnxruntime"  # also inside the TensorRT backend, as its fallback
+
     def __init__(self, spec: GraphSpec, path: os.PathLike, providers: list[str], threads: int | None):
         super().__init__(spec)
         self.path = path
@@ -176,6 +178,7 @@ class OrtBackend(Backend):
         super().__init__(
             precision, self.manifest.tile_size, runners, device="cuda" if on_gpu else "cpu",
             identity=artifacts_identity(self.manifest), capabilities=Capabilities(gpu=on_gpu, release_memory=True),
+            whole_rule=self.manifest.whole_rule,
         )
 
     @classmethod

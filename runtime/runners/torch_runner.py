@@ -42,12 +42,18 @@ def _outputs(loc_logits, conf_logits, det_logit) -> dict[str, np.ndarray]:
 
 
 class TorchRunner(BaseRunner):
-    """One graph as a function of the model; activation puts the model in eval mode on the device."""
+    """One graph as a function of the model; activation puts the model in eval mode on the device.
 
-    def __init__(self, graph: str, backend: TorchBackend, function: Callable[[dict], dict]):
+    ``tensor_function``, when given, is the same graph on torch tensors already on the device
+    (``submit_tensors``): nothing is copied or waited for, so on a GPU the kernels are only queued.
+    """
+
+    def __init__(self, graph: str, backend: TorchBackend, function: Callable[[dict], dict],
+                 tensor_function: Callable[[dict], dict] | None = None):
         super().__init__(backend.specs[graph])
         self.backend = backend
         self.function = function
+        self.tensor_function = tensor_function
 
     def activate_impl(self) -> None:
         self.backend.model.eval().to(self.backend.torch_device)
@@ -55,6 +61,15 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             return self.function(feed)
+
+    def submit_tensors(self, feed: dict) -> Callable[[], dict]:
+        if self.tensor_function is None:
+            return super().submit_tensors(feed)
+        if not self.is_active:
+            raise RuntimeError(f"{type(self).__name__} ({self.graph}) must be activated before submit_tensors()")
+        with torch.inference_mode():
+            outputs = self.tensor_function(feed)
+        return lambda: outputs
 
 
 class TorchBackend(Backend):
@@ -64,7 +79,10 @@ class TorchBackend(Backend):
     flags = ("--checkpoint", "--preset", "--device", "--tile-size", "--threads")
     model_source = "pass --checkpoint FILE for torch"
 
-    def __init__(self, model, device="cpu", tile_size: int = DEFAULT_TILE, identity: ModelIdentity | None = None):
+    def __init__(self, model, device="cpu", tile_size: int = DEFAULT_TILE, identity: ModelIdentity | None = None,
+                 *, device_tensors: bool = False, capabilities: Capabilities | None = None):
+        """``device_tensors``: tiled images are cut, blended and pooled as tensors on ``device``
+        (runtime.device_tiling) instead of NumPy arrays on the host."""
         self.model = model
         self.torch_device = torch.device(device)
         self.specs = graph_specs(tile_size, model.config.num_classes)
@@ -72,14 +90,18 @@ class TorchBackend(Backend):
             "fp32",
             tile_size,
             {
-                "whole": TorchRunner("whole", self, self._whole),
-                "tile": TorchRunner("tile", self, self._tile),
-                "score": TorchRunner("score", self, self._score),
+                "whole": self._whole_runner(),
+                "tile": TorchRunner("tile", self, self._tile, self._tile_tensors),
+                "score": TorchRunner("score", self, self._score, self._score_tensors),
             },
             device=str(self.torch_device),
             identity=identity or ModelIdentity("a model built in this process"),
-            capabilities=Capabilities(gpu=self.torch_device.type == "cuda"),
+            capabilities=capabilities or Capabilities(gpu=self.torch_device.type == "cuda",
+                                                      device_tensors=str(self.torch_device) if device_tensors else None),
         )
+
+    def _whole_runner(self) -> BaseRunner:
+        return TorchRunner("whole", self, self._whole)
 
     @classmethod
     def usage_problem(cls, request: BackendRequest) -> str | None:
@@ -123,15 +145,26 @@ class TorchBackend(Backend):
         return _outputs(output.loc_logits, output.conf_logits, output.det_logit)
 
     def _tile(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = _image_tensor(feed["image"], self.torch_device)
+        logits = self._tile_logits(_image_tensor(feed["image"], self.torch_device))
+        return {name: _numpy(tensor) for name, tensor in logits.items()}
+
+    def _tile_tensors(self, feed: dict) -> dict:
+        return self._tile_logits(reference_model.images_to_input(feed["image"]))
+
+    def _tile_logits(self, x) -> dict:
         _, features = self.model.forward_features(x)
         loc_logits, conf_logits = self.model.forward_head(features, x.shape[2:])
-        return {"loc_logits": _numpy(loc_logits), "conf_logits": _numpy(conf_logits)}
+        return {"loc_logits": loc_logits, "conf_logits": conf_logits}
 
     def _score(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        loc_logits = torch.from_numpy(feed["loc_logits"]).to(self.torch_device)
-        conf_logits = torch.from_numpy(feed["conf_logits"]).to(self.torch_device)
-        return _outputs(loc_logits, conf_logits, self.model.forward_score(loc_logits, conf_logits))
+        tensors = {name: torch.from_numpy(array).to(self.torch_device) for name, array in feed.items()}
+        return {name: _numpy(tensor) for name, tensor in self._score_tensors(tensors).items()}
+
+    def _score_tensors(self, feed: dict) -> dict:
+        loc_logits, conf_logits = feed["loc_logits"], feed["conf_logits"]
+        det_logit = self.model.forward_score(loc_logits, conf_logits)
+        probs = reference_model.probabilities(reference_model.TruForOutput(loc_logits, conf_logits, det_logit, None))
+        return {"map": probs.map, "conf": probs.conf, "score": probs.score}
 
 
 def checkpoint_identity(request: BackendRequest) -> ModelIdentity:

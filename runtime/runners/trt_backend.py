@@ -2,23 +2,24 @@
 
 Whole and tile engines run on ``streams`` execution contexts each (the tile engine with CUDA
 graphs); the score engine on one. Engines are opened through ``engines.artifacts.load_engine``,
-which refuses plans built for another GPU, TensorRT or ONNX graph. Inputs outside an engine's
-profile (a whole image larger than --max-height/--max-width, a stitched image beyond
---max-score-side) run the same ONNX graph on ONNX Runtime, said once on stderr; pass
+which refuses plans built for another GPU, TensorRT or ONNX graph. The whole engine's profile was
+sized from the manifest's whole-image rule, which the Predictor also runs by, so whole images fit
+it; inputs outside an engine's profile (a stitched image beyond --max-score-side) run the same
+ONNX graph on ONNX Runtime, said once on stderr, and results say so (``ran_on``); pass
 ``fallback=False`` to make them errors instead. A missing score engine is served that way too.
 
-What stays on the host, and why: the Predictor (runtime/predictor.py) hands each graph numpy
-arrays, so tiles are blended into full-resolution logits on the host (runtime/tiling.py) and
-copied to the score engine. The score head itself runs on the GPU; stitching there too needs the
-tile and score runners to pass device arrays instead of numpy, a change of the Predictor contract.
+With a CUDA build of PyTorch the tiled path stays on the GPU (``Capabilities.device_tensors``): the
+tile engine writes its logits into torch tensors, which are blended there and read in place by the
+score engine (runtime/device_tiling.py); without one, tiles are blended on the host.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 
-from engines._trt import tensorrt, tensorrt_lean
+from engines._trt import INSTALL, tensorrt, tensorrt_lean
 from engines.artifacts import engines_unavailable_reason, load_engine, read_index, rebuild_command
 from engines.cuda import device_info, gpu_unavailable_reason
 from export.contract import GRAPH_NAMES
@@ -30,10 +31,19 @@ from .ort_runner import OrtRunner, artifacts_identity, default_providers, other_
 from .trt_runner import TrtRunner
 
 
+def _torch_sees_cuda() -> bool:
+    """Whether tiles can be blended on the GPU: a CUDA build of PyTorch that sees the device."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def tensorrt_unavailable(artifacts_dir, precision: str) -> str | None:
     """Why the TensorRT backend cannot run here (no runtime, no GPU, missing or mismatched engines)."""
     if not (tensorrt.is_importable or tensorrt_lean.is_importable):
-        return f"TensorRT is not importable ({tensorrt.import_error}); pip install 'tensorrt>=10'"
+        return f"TensorRT is not importable ({tensorrt.import_error}); {INSTALL}"
     reason = gpu_unavailable_reason()
     if reason:
         return reason
@@ -67,8 +77,11 @@ class TensorRTBackend(Backend):
                 streams=1 if graph == "score" else streams, cuda_graphs=cuda_graphs and graph == "tile",
                 timing=timing, stream=stream, fallback=onnx_fallback, rebuild_hint=hint,
             )
+        capabilities = Capabilities(async_submit=True, gpu=True, release_memory=True,
+                                    device_tensors="cuda" if _torch_sees_cuda() else None)
         super().__init__(precision, self.manifest.tile_size, runners, device="cuda",
-                         identity=artifacts_identity(self.manifest), capabilities=Capabilities(async_submit=True, gpu=True))
+                         identity=artifacts_identity(self.manifest), capabilities=capabilities,
+                         whole_rule=self.manifest.whole_rule)
         self.streams = streams
         self.gpu = None  # engines.cuda.DeviceInfo of the GPU, once an engine is loaded
 

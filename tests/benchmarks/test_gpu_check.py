@@ -115,3 +115,28 @@ def test_the_command_on_this_machine_when_it_has_no_gpu(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "no CUDA GPU here" in done.stderr
+
+
+def test_tile_time_waited_for_is_not_counted_as_stitching(monkeypatch):
+    """gpu_bench's stages on an asynchronous tile runner: the host's wait for the tiles is tile time."""
+    import time
+
+    from rt_helpers import TILE, tiny_with_weights
+
+    from runtime.runners.torch_runner import TorchBackend
+    from runtime.tiling import TileGrid, TilingConfig
+
+    backend = TorchBackend(tiny_with_weights(), tile_size=TILE)
+    submit = backend.tile.submit_batch
+
+    def slow_to_arrive(feed):
+        wait = submit(feed)
+        return lambda: time.sleep(0.05) or wait()
+
+    monkeypatch.setattr(backend.tile, "submit_batch", slow_to_arrive)
+    row = gpu_bench.measure(backend, {"backend": "async"}, 120, 150, repeats=1, warmup=0,
+                            tiling=TilingConfig(threshold_pixels=0, batch_size=4))
+    stages = row["stages_ms"]
+    batches = -(-len(TileGrid.for_image(120, 150, TILE, TILE // 4)) // 4)
+    assert row["mode"] == "tiled" and stages["tile"] >= 50 * batches
+    assert stages["stitch"] < 50, stages

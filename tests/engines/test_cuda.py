@@ -88,11 +88,13 @@ def test_a_callers_stream_is_used_but_never_destroyed(monkeypatch):
     assert destroyed == []
 
 
-def test_free_is_idempotent(monkeypatch):
-    freed = []
+def test_free_is_idempotent_and_stream_ordered(monkeypatch):
+    """Device buffers come from and go back to the stream's pool: no cudaFree, which waits for the whole device."""
+    calls = []
     monkeypatch.setattr(cuda, "cudart", SimpleNamespace(
-        cudaMalloc=lambda n: (Err.cudaSuccess, 4096), cudaFree=lambda p: freed.append(p) or (Err.cudaSuccess,)))
-    with cuda.DeviceBuffer(10) as buffer:
+        cudaMallocAsync=lambda n, s: calls.append(("malloc", n, s)) or (Err.cudaSuccess, 4096),
+        cudaFreeAsync=lambda p, s: calls.append(("free", p, s)) or (Err.cudaSuccess,)))
+    with cuda.DeviceBuffer(10, 7) as buffer:
         assert buffer.ptr == 4096
     buffer.free()
-    assert freed == [4096] and buffer.ptr == 0
+    assert calls == [("malloc", 10, 7), ("free", 4096, 7)] and buffer.ptr == 0

@@ -14,7 +14,8 @@ from engines.build import EngineBuildConfig, build_engines, profiles_for
 from engines.cache import sidecar_path
 from engines.cuda import DeviceInfo
 from engines.errors import EngineBuildError, EngineCacheError
-from export.contract import graph_specs
+from reference.errors import TruForError
+from export.contract import WholeImageRule, graph_specs
 from trt_fakes import fake_tensorrt
 from trufor_testing import assert_write_is_atomic
 
@@ -113,19 +114,37 @@ def test_plans_indexes_and_timing_caches_are_written_atomically(trt, tmp_path, m
 
 
 def test_profiles_from_manifest_shapes():
-    specs = graph_specs(512)
-    config = EngineBuildConfig(max_height=1536, max_width=2048, opt_height=768, opt_width=1024, max_batch=2)
-    whole = profiles_for(specs["whole"].inputs, config.dims("whole"), 2)
-    assert whole == [{"image": ((1, 29, 29, 3), (1, 768, 1024, 3), (2, 1536, 2048, 3))}] * 2
-    tile = profiles_for(specs["tile"].inputs, config.dims("tile"), 1)
+    specs, rule = graph_specs(512), WholeImageRule()
+    config = EngineBuildConfig(opt_height=768, opt_width=1024, max_batch=2)
+    whole = profiles_for(specs["whole"].inputs, config.dims("whole", rule), 2)
+    assert whole == [{"image": ((1, 29, 29, 3), (1, 768, 1024, 3), (2, 2048, 2048, 3))}] * 2
+    tile = profiles_for(specs["tile"].inputs, config.dims("tile", rule), 1)
     assert tile == [{"image": ((1, 512, 512, 3), (4, 512, 512, 3), (8, 512, 512, 3))}]
-    score = profiles_for(specs["score"].inputs, EngineBuildConfig(max_score_side=2000).dims("score"), 1)
+    score = profiles_for(specs["score"].inputs, EngineBuildConfig(max_score_side=2000).dims("score", rule), 1)
     assert score == [{name: ((1, c, 29, 29), (1, c, 2000, 2000), (1, c, 2000, 2000))
                       for name, c in (("loc_logits", 2), ("conf_logits", 1))}]
 
 
+def test_the_whole_profile_is_the_rule_the_predictor_runs_whole():
+    """One rule for both: every image the manifest's rule runs whole fits the engine's profile (so none
+    falls back to ONNX Runtime), and an image beyond its side, like 3000x600, is tiled instead."""
+    from runtime.predictor import Predictor
+
+    rule = WholeImageRule(max_pixels=2048 * 1024, max_side=1536)
+    dims = EngineBuildConfig().dims("whole", rule)
+    assert dims["height"] == dims["width"] == (29, 1024, 1536)
+    backend = SimpleNamespace(tile_size=512, whole_rule=rule, activate=lambda: None)
+    predictor = Predictor(backend)
+    for height, width in ((1536, 1365), (1024, 1536), (29, 1536), (3000, 600), (1537, 100), (1500, 1500)):
+        fits = all(dims[side][0] <= size <= dims[side][2] for side, size in (("height", height), ("width", width)))
+        assert (predictor.mode(height, width) == "whole") == (fits and height * width <= rule.max_pixels)
+    assert Predictor(SimpleNamespace(tile_size=512, whole_rule=WholeImageRule(), activate=lambda: None)).mode(3000, 600) == "tiled"
+    with pytest.raises(TruForError, match="whole-max-side"):
+        EngineBuildConfig().dims("whole", WholeImageRule(max_side=16))
+
+
 @pytest.mark.parametrize("settings, message", [
-    ({"max_height": 16}, "max_height must be >= 29"), ({"opt_width": 4096}, "exceeds max"),
+    ({"opt_height": 16}, "opt_height must be >= 29"),
     ({"opt_tile_batch": 16}, "opt_tile_batch 16 exceeds"), ({"streams": 0}, "streams must be >= 1"),
     ({"graphs": ("whole", "heads")}, "unknown graphs"),
 ])
@@ -137,12 +156,13 @@ def test_build_config_refuses_bad_settings(settings, message):
 def fake_manifest(tmp_path):
     entries = {kind: SimpleNamespace(path=onnx_file(tmp_path, f"trufor_{kind}.fp16.onnx"), sha256=kind * 8, spec=spec)
                for kind, spec in graph_specs(64).items()}
-    return SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__)
+    return SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__,
+                           whole_rule=WholeImageRule(256 * 256, 256))
 
 
 def test_build_engines_writes_plans_sidecars_and_index_then_reuses(trt, tmp_path, capsys):
     manifest = fake_manifest(tmp_path)
-    config = EngineBuildConfig(graphs=("whole", "tile"), max_height=256, max_width=256, opt_height=64, opt_width=64)
+    config = EngineBuildConfig(graphs=("whole", "tile"), opt_height=64, opt_width=64)
     built = build_engines(manifest, config, device=DEVICE)
     assert sorted(built) == ["tile", "whole"]
     for plan in built.values():

@@ -20,7 +20,7 @@ from trt_fakes import FakeCudart, FakeWholeEngine, Recording, fake_runtime_modul
 from engines import _trt, cuda, loaders
 from engines.build import EngineBuildConfig, build_engines
 from engines.cuda import DeviceInfo
-from export.contract import graph_specs
+from export.contract import WholeImageRule, graph_specs
 from runtime.runners.trt_runner import TrtRunner
 
 DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
@@ -54,7 +54,7 @@ def runtime_calls(monkeypatch) -> set[tuple[str, str]]:
     for cuda_graphs, profile in ((False, None), (True, ((1, 64, 64, 3),) * 3)):
         engine = FakeWholeEngine()
         engine.profile = profile or engine.profile
-        runner = TrtRunner(graph_specs(64)["whole"], lambda: SimpleNamespace(engine=Recording(engine, "ICudaEngine", used)),
+        runner = TrtRunner(graph_specs(64)["whole"], lambda: SimpleNamespace(engine=Recording(engine, "ICudaEngine", used), trt=Recording(fake_runtime_module(), "tensorrt", used)),
                            cuda_graphs=cuda_graphs, timing=True)
         with runner:
             for _ in range(3):
@@ -80,7 +80,7 @@ def builder_calls(monkeypatch, tmp_path, version: str) -> set[tuple[str, str]]:
         path = tmp_path / spec.file_name("fp16")
         path.write_bytes(b"onnx")
         entries[graph] = SimpleNamespace(path=path, sha256=graph * 8, spec=spec)
-    manifest = SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__)
+    manifest = SimpleNamespace(directory=tmp_path, precision="fp16", graph=entries.__getitem__, whole_rule=WholeImageRule())
     graphs = ("whole", "tile")  # the fake network's one input is "image"
     build_engines(manifest, EngineBuildConfig(workspace_gb=1, version_compatible=True, graphs=graphs), device=DEVICE)
     build_engines(manifest, EngineBuildConfig(tf32=True, rebuild=True, graphs=graphs), device=DEVICE)  # merges the timing cache
@@ -108,7 +108,7 @@ def test_cuda_calls_exist_in_cuda_python(monkeypatch):
     used: set[tuple[str, str]] = set()
     monkeypatch.setattr(cuda, "cudart", Recording(FakeCudart(), "cudart", used, ignore=("is_importable", "import_error")))
     assert cuda.device_info().name == "Fake GPU"
-    with cuda.DeviceBuffer(16) as device, cuda.PinnedHostBuffer(16) as host, cuda.CudaStream() as stream:
+    with cuda.CudaStream() as stream, cuda.DeviceBuffer(16, stream.handle) as device, cuda.PinnedHostBuffer(16) as host:
         host.view(np.uint8, (16,))[:] = 7
         start, done = cuda.CudaEvent(timing=True), cuda.CudaEvent()
         cuda.copy_to_device_async(device, host, 16, stream.handle)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from export.contract import FORMAT_VERSION, MIN_SIDE, PREPROCESSING, graph_specs
+from export.contract import FORMAT_VERSION, MIN_SIDE, PREPROCESSING, WholeImageRule, graph_specs
 from export.errors import ArtifactError
 from export.manifest import file_entry, load_manifest, manifest_data, manifest_path, write_manifest
 from trufor_testing import assert_write_is_atomic
@@ -20,7 +20,7 @@ def _fake_artifacts(folder, precision="fp32"):
         path = folder / spec.file_name(precision)
         path.write_bytes(f"{kind} graph bytes".encode())
         graphs[kind] = {**file_entry(path), **spec.io_json()}
-    data = manifest_data(precision, "tiny", {"decoder_dim": 32}, None, 64, graphs, {"torch": "x"},
+    data = manifest_data(precision, "tiny", {"decoder_dim": 32}, None, 64, WholeImageRule(), graphs, {"torch": "x"},
                          "2026-01-01T00:00:00+00:00")
     write_manifest(manifest_path(folder, precision), data)
     return data
@@ -33,6 +33,8 @@ def test_round_trip(tmp_path):
     assert data["min_side"] == MIN_SIDE == 29
     manifest = load_manifest(tmp_path, "fp32")
     assert manifest.precision == "fp32" and manifest.tile_size == 64 and manifest.opset == 18
+    assert data["whole_image"] == {"max_pixels": 2048 * 1024, "max_side": 2048}
+    assert manifest.whole_rule == WholeImageRule(2048 * 1024, 2048)
     assert manifest.checkpoint is None
     assert set(manifest.graphs) == {"whole", "tile", "score"}
     whole = manifest.graph("whole")

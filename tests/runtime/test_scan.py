@@ -383,3 +383,21 @@ def test_random_weights_are_announced_and_real_ones_are_not(tmp_path, tiny_check
     assert "WARNING: --preset tiny without --checkpoint runs RANDOM WEIGHTS" in capsys.readouterr().err
     assert scan([path], tmp_path / "real", tiny_checkpoint) == 0
     assert "RANDOM WEIGHTS" not in capsys.readouterr().err
+
+
+def test_rows_and_scan_json_name_the_backend_that_ran(tmp_path, tiny_checkpoint, monkeypatch):
+    """After a runner hands an input to its fallback (TensorRT's engine to ONNX Runtime), ``ran_on`` says
+    so, and the image's row and scan.json's count name the fallback, not the backend asked for."""
+    from runtime.runners.base import BaseRunner
+
+    monkeypatch.setattr(BaseRunner, "ran_on", property(lambda r: "onnxruntime" if r.graph == "whole" else r.runs_on))
+    folder = tmp_path / "in"
+    save(folder / "small.png", Image.fromarray(noise_image(48, 64, seed=1)))
+    save(folder / "large.png", Image.fromarray(noise_image(96, 120, seed=2)))
+    out = tmp_path / "out"
+    assert scan([folder], out, tiny_checkpoint, "--tile-threshold-pixels", "5000") == 0
+    assert {r["relpath"]: (r["mode"], r["backend"]) for r in rows(out)} == {
+        "small.png": ("whole", "onnxruntime"), "large.png": ("tiled", "torch")}
+    settings = json.loads((out / "scan.json").read_text())
+    assert settings["backend"] == "torch" and settings["backends_ran"] == {"onnxruntime": 1, "torch": 1}
+    assert settings["tile_threshold_pixels"] == 5000 and settings["whole_max_side"] == 2048

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from rt_helpers import TILE, noise_image
 
+from runtime.device_tiling import DeviceBlender
 from runtime.predictor import Predictor
 from runtime.runners.base import Capabilities
+from runtime.runners.torch_runner import TorchBackend
 from runtime.tiling import (
+    BATCHES_IN_FLIGHT,
     WINDOWS,
+    HostBlender,
     TileGrid,
     TilingConfig,
     stitch_tiles,
@@ -53,7 +58,7 @@ def identity_tiles(tiles: np.ndarray):
 @pytest.mark.parametrize("kind", WINDOWS)
 def test_stitching_an_identity_model_reproduces_the_image(shape, kind):
     rgb = noise_image(*shape)
-    loc, conf = stitch_tiles(rgb, identity_tiles, TILE, 16, kind, batch_size=3)
+    loc, conf = stitch_tiles(HostBlender(rgb, TILE, 16, kind), identity_tiles, batch_size=3)
     assert loc.shape == (1, 2, *shape) and conf.shape == (1, 1, *shape)
     expected = rgb.astype(np.float32).transpose(2, 0, 1)
     if kind == "box":  # sums of small integers divided by their count: exact in float32
@@ -62,6 +67,51 @@ def test_stitching_an_identity_model_reproduces_the_image(shape, kind):
     else:
         np.testing.assert_allclose(loc[0], expected[:2], rtol=1e-6, atol=0)
         np.testing.assert_allclose(conf[0], expected[2:], rtol=1e-6, atol=0)
+
+
+def torch_identity_tiles(tiles):
+    """``identity_tiles`` on torch tensors, where DeviceBlender cuts them."""
+    values = tiles.float().permute(0, 3, 1, 2)
+    return lambda: (values[:, :2], values[:, 2:])
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (40, 150), (130, 65)])
+@pytest.mark.parametrize("kind", WINDOWS)
+def test_the_torch_blend_on_cpu_tensors_equals_the_numpy_blend(shape, kind):
+    """The device path's blending (runtime.device_tiling), run on the CPU, gives the host's float32 numbers."""
+    rgb = noise_image(*shape, seed=3)
+    weights = np.random.default_rng(0).uniform(0.5, 2, (1, 3, 1, 1)).astype(np.float32)  # not only the pixels
+
+    def host(tiles):
+        values = tiles.astype(np.float32).transpose(0, 3, 1, 2) * weights
+        return lambda: (values[:, :2], values[:, 2:])
+
+    def device(tiles):
+        values = tiles.float().permute(0, 3, 1, 2) * torch.from_numpy(weights)
+        return lambda: (values[:, :2], values[:, 2:])
+
+    want = stitch_tiles(HostBlender(rgb, TILE, 16, kind), host, batch_size=3)
+    got = stitch_tiles(DeviceBlender(rgb, TILE, 16, kind, "cpu"), device, batch_size=3)
+    for name, a, b in zip(("loc", "conf"), got, want):
+        assert a.shape == b.shape, name
+        np.testing.assert_array_equal(a.numpy(), b, err_msg=name)
+
+
+def test_every_tile_batch_has_the_batch_size_and_padding_changes_nothing():
+    """On a GPU the last batch is padded with copies of its last tile: the tile graph sees one shape
+    only (what TensorRT's CUDA graphs need), and the copies' logits are never blended."""
+    rgb = noise_image(100, 150)
+    sizes = []
+
+    def submit(tiles):
+        sizes.append(tiles.shape[0])
+        return identity_tiles(tiles)
+
+    loc, conf = stitch_tiles(HostBlender(rgb, TILE, 16, "tukey"), submit, batch_size=4, pad_last=True)
+    assert len(TileGrid.for_image(100, 150, TILE, 16)) % 4 and set(sizes) == {4}
+    expected = rgb.astype(np.float32).transpose(2, 0, 1)
+    np.testing.assert_allclose(loc[0], expected[:2], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(conf[0], expected[2:], rtol=1e-6, atol=0)
 
 
 def test_total_weight_is_positive_everywhere_including_borders():
@@ -113,7 +163,7 @@ def test_large_image_runs_tiled_in_batches_and_keeps_its_size(torch_backend):
     torch_backend.tile.infer = lambda feed: calls.append(feed["image"].shape[0]) or infer(feed)
     result = predictor.predict(rgb)
     grid = TileGrid.for_image(150, 230, TILE, TILE // 4)
-    assert sum(calls) == len(grid) and max(calls) == 4
+    assert sum(calls) == len(grid) and max(calls) == 4  # a CPU backend: no padded copies
     assert result.map.shape == (150, 230) and 0 <= result.score <= 1
     assert np.isfinite(result.map).all() and np.isfinite(result.conf).all()
 
@@ -151,8 +201,8 @@ def test_24_megapixels_scan_in_bounded_memory():
     assert peak_gb < 2.5, f"peak RSS {peak_gb:.2f} GB"
 
 
-def test_the_next_batch_is_submitted_before_this_one_is_waited_for():
-    """With an asynchronous backend the device computes batch k+1 while the host blends batch k."""
+def test_later_batches_are_submitted_before_this_one_is_waited_for():
+    """With an asynchronous backend the device computes the next batches while the host blends this one."""
     events = []
 
     def submit(tiles):
@@ -162,10 +212,13 @@ def test_the_next_batch_is_submitted_before_this_one_is_waited_for():
         return lambda: events.append(f"wait {index}") or result()
 
     rgb = noise_image(100, 150)
-    loc, conf = stitch_tiles(rgb, submit, TILE, 16, "box", batch_size=2)
+    loc, conf = stitch_tiles(HostBlender(rgb, TILE, 16, "box"), submit, batch_size=1)
     batches = sum(event.startswith("submit") for event in events)
-    assert batches >= 3
-    expected = ["submit 0"] + [e for k in range(batches) for e in ([f"submit {k + 1}"] if k + 1 < batches else []) + [f"wait {k}"]]
+    assert batches > BATCHES_IN_FLIGHT
+    ahead = BATCHES_IN_FLIGHT - 1
+    expected = [f"submit {k}" for k in range(ahead)]
+    for k in range(batches):
+        expected += ([f"submit {k + ahead}"] if k + ahead < batches else []) + [f"wait {k}"]
     assert events == expected
     np.testing.assert_array_equal(loc[0], rgb.astype(np.float32).transpose(2, 0, 1)[:2])
 
@@ -176,6 +229,7 @@ class SubmittingTileRunner:
     def __init__(self, runner):
         self.runner, self.waits = runner, 0
         self.activate, self.deactivate = runner.activate, runner.deactivate
+        self.ran_on = runner.ran_on
 
     def submit_batch(self, feed):
         out = self.runner.infer(feed)
@@ -215,3 +269,16 @@ def test_whole_graph_memory_is_released_once_before_a_tiled_image(torch_backend,
         predictor.predict(rgb)
     assert len(calls) == 3  # the small images
     assert releases == ([2, 3] if can_release else [])  # after the 2nd whole run, and after the 3rd
+
+
+def test_the_device_path_on_cpu_tensors_gives_the_host_paths_result(tiny_model):
+    """TorchBackend with ``device_tensors`` (what TorchCudaBackend runs on a GPU) cuts, blends and pools
+    tiled images as torch tensors; on the CPU it gives the NumPy path's numbers exactly."""
+    rgb = noise_image(150, 230, seed=6)
+    tiling = TilingConfig(threshold_pixels=100 * 100, batch_size=4)
+    host = Predictor(TorchBackend(tiny_model, tile_size=TILE), tiling).predict(rgb)
+    tensors = TorchBackend(tiny_model, tile_size=TILE, device_tensors=True)
+    assert tensors.capabilities.device_tensors == "cpu"
+    got = Predictor(tensors, tiling).predict(rgb)
+    _compare(got, host, atol=0)
+    assert got.backend == host.backend == "torch"

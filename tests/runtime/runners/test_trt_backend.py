@@ -15,7 +15,7 @@ DEVICE = DeviceInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 80 << 30, "12.4", "12.4")
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """A manifest over placeholder graph files: enough for setup, which opens no graph or engine."""
-    from export.contract import graph_specs
+    from export.contract import WholeImageRule, graph_specs
     from export.manifest import file_entry, manifest_data, manifest_path, write_manifest
 
     folder = tmp_path_factory.mktemp("trt-setup")
@@ -24,7 +24,7 @@ def artifacts(tmp_path_factory):
         path = folder / spec.file_name("fp32")
         path.write_bytes(f"placeholder {kind} graph".encode())
         graphs[kind] = {**file_entry(path), **spec.io_json()}
-    write_manifest(manifest_path(folder, "fp32"), manifest_data("fp32", "tiny", {"num_classes": 2}, None, 64, graphs, {}, "now"))
+    write_manifest(manifest_path(folder, "fp32"), manifest_data("fp32", "tiny", {"num_classes": 2}, None, 64, WholeImageRule(), graphs, {}, "now"))
     return folder
 
 

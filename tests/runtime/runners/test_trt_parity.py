@@ -59,14 +59,16 @@ def model():
 def built(request, model, tmp_path_factory):
     from engines.build import build_engines
     from export.build import BuildConfig
+    from export.contract import WholeImageRule
     from export.manifest import load_manifest
     from export.pipeline import export_artifacts
 
     precision = request.param
     folder = tmp_path_factory.mktemp(f"trt-{precision}")
-    config = BuildConfig(precision=precision, preset="tiny", out=folder, tile=TILE, calib_count=4)
+    config = BuildConfig(precision=precision, preset="tiny", out=folder, tile=TILE, calib_count=4,
+                         whole_rule=WholeImageRule(256 * 256, 256))
     export_artifacts(config, _quiet, model=model)
-    build_engines(load_manifest(folder, precision), max_height=256, max_width=256, opt_height=128, opt_width=128,
+    build_engines(load_manifest(folder, precision), opt_height=128, opt_width=128,
                   max_batch=2, max_tile_batch=4, opt_tile_batch=2, max_score_side=512)
     return precision, folder
 
