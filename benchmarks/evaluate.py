@@ -6,9 +6,9 @@
         [--perturb jpeg:90,70,50 resize:0.75,0.5 blur:1.0 noise:2]
 
 ``--data`` takes the training loaders' forms: ``DIR`` with ``images/`` and ``masks/`` (images
-without a mask are pristine), ``casia:DIR`` (Tp/, Au/, GT/) or ``authentic:DIR``. Each image
-runs whole, as the official code does (the onnxruntime backend tiles images above its pixel
-threshold, see ``runtime.tiling``). Metrics are those of ``training.metrics``, one protocol per
+without a mask are pristine), ``casia:DIR`` (Tp/, Au/, GT/), ``coverage:DIR`` (forged/, masks/,
+pristine/) or ``authentic:DIR``. Each image runs whole, as the official code does (the onnxruntime
+backend tiles images above its pixel threshold, see ``runtime.tiling``). Metrics are those of ``training.metrics``, one protocol per
 mode: ``official`` is the authors' ``test_docker/metrics.py`` (pixel metrics on forged images,
 border band excluded, better of map and inverse); ``benco`` is IMDL-BenCo 0.1.45's tester (pixel
 metrics at 0.5 averaged over all images, a pristine one scoring 0). Image metrics cover every
@@ -181,7 +181,7 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, checkpoint: Pat
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", action="append", required=True, help="DIR (images/ + masks/), casia:DIR or authentic:DIR; repeatable")
+    parser.add_argument("--data", action="append", required=True, help="DIR (images/ + masks/), casia:DIR, coverage:DIR or authentic:DIR; repeatable")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--checkpoint", type=Path, help="torch: weights file (training checkpoint or trufor.pth.tar)")
     parser.add_argument("--preset", default="trufor", choices=sorted(PRESETS), help="torch: architecture of the checkpoint (default trufor)")

@@ -69,6 +69,25 @@ def test_casia_layout(tmp_path):
         open_file_dataset(f"casia:{root}")
 
 
+def test_coverage_layout(tmp_path):
+    root = tmp_path / "coverage"
+    for folder in ("forged", "masks", "pristine"):
+        (root / folder).mkdir(parents=True)
+    image = Image.fromarray(np.full((40, 40, 3), 90, np.uint8))
+    image.save(root / "forged" / "1t.png")
+    image.save(root / "pristine" / "1.png")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:10] = 255
+    Image.fromarray(mask).save(root / "masks" / "1t.png")
+    assert parse_spec(str(root))[0] == "coverage"
+    dataset = open_file_dataset(str(root))
+    assert len(dataset) == 2 and dataset.num_forged == 1
+    assert [int(dataset.load(i).mask.sum()) for i in range(2)] == [400, 0]
+    (root / "masks" / "1t.png").unlink()
+    with pytest.raises(TruForError, match="have no mask"):
+        open_file_dataset(f"coverage:{root}")
+
+
 def test_authentic_layout_and_unknown_layout(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

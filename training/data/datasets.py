@@ -6,6 +6,8 @@ A ``--data`` spec names one sub-dataset:
   An image without a mask is pristine (all-zero mask); a mask without an image is an error.
 - ``casia:DIR``: a CASIA-like layout: ``DIR/Tp/`` forged images, ``DIR/Au/`` authentic ones and
   ``DIR/GT/`` masks named ``<stem>_gt.*`` or ``<stem>.*``; every Tp image needs a mask.
+- ``coverage:DIR``: the COVERAGE layout: ``DIR/forged/`` with masks of the same stem in
+  ``DIR/masks/``, and the originals in ``DIR/pristine/``.
 - ``authentic:DIR``: every image under ``DIR`` is pristine.
 - ``synthetic``: forgeries generated on the fly (``forgery.py``), new ones every epoch, from the
   simulated cameras (or the ``--pristine`` photos); ``synthetic:DIR`` generates them from the
@@ -30,7 +32,7 @@ from reference.image import load_rgb
 from .forgery import ForgeryGenerator
 from .sources import list_images
 
-DATA_KINDS = ("pairs", "casia", "authentic", "synthetic")
+DATA_KINDS = ("pairs", "casia", "coverage", "authentic", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,17 @@ def casia_dataset(root: Path) -> FileDataset:
     return FileDataset(f"casia:{root}", items)
 
 
+def coverage_dataset(root: Path) -> FileDataset:
+    masks = _by_stem(list_images(root / "masks"), root / "masks")
+    forged = _by_stem(list_images(root / "forged"), root / "forged")
+    missing = sorted(set(forged) - set(masks))
+    if missing:
+        raise TruForError(f"{len(missing)} forged images in {root}/forged have no mask in {root}/masks, e.g. {missing[:3]}")
+    items: list[tuple[Path, Path | None]] = [(forged[stem], masks[stem]) for stem in sorted(forged)]
+    items += [(path, None) for path in list_images(root / "pristine")]
+    return FileDataset(f"coverage:{root}", items)
+
+
 def authentic_dataset(root: Path) -> FileDataset:
     return FileDataset(f"authentic:{root}", [(path, None) for path in list_images(root)])
 
@@ -157,9 +170,11 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
         return "pairs", root
     if (root / "Tp").is_dir() and (root / "GT").is_dir():
         return "casia", root
+    if (root / "forged").is_dir() and (root / "masks").is_dir():
+        return "coverage", root
     raise TruForError(
         f"cannot tell the layout of {spec!r}: use pairs:DIR (DIR/images + DIR/masks), casia:DIR (Tp/, Au/, GT/), "
-        "authentic:DIR (pristine images only), synthetic or synthetic:DIR (forgeries made from the photos in DIR)"
+        "coverage:DIR (forged/, masks/, pristine/), authentic:DIR (pristine images only), synthetic or synthetic:DIR (forgeries made from the photos in DIR)"
     )
 
 
@@ -169,7 +184,9 @@ def open_file_dataset(spec: str) -> FileDataset:
         raise TruForError("'synthetic' is not a folder dataset")
     if not root.is_dir():
         raise TruForError(f"dataset folder {root} does not exist")
-    return {"pairs": pairs_dataset, "casia": casia_dataset, "authentic": authentic_dataset}[kind](root)
+    return {
+        "pairs": pairs_dataset, "casia": casia_dataset, "coverage": coverage_dataset, "authentic": authentic_dataset,
+    }[kind](root)
 
 
 def balanced_epoch(lengths: list[int], rng: np.random.Generator) -> list[tuple[int, int]]:
