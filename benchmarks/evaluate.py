@@ -85,7 +85,7 @@ def evaluate(predict: Predict, datasets: list[FileDataset], modes: tuple[str, ..
                 seconds += time.perf_counter() - start
                 count += 1
                 prob_map = np.asarray(prediction.map, dtype=np.float32)
-                if prob_map.shape != sample.mask.shape:  # a resized image: compare at the mask's size
+                if sample.mask is not None and prob_map.shape != sample.mask.shape:  # a resized image
                     prob_map = resize_map(prob_map, sample.mask.shape[::-1])
                 accumulators[label].add(prob_map, sample.mask, float(prediction.score))
             if progress:

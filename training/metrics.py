@@ -225,11 +225,12 @@ class MetricAccumulator:
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
 
-    def add(self, prob_map: np.ndarray | None, gt: np.ndarray, score: float | None = None) -> None:
+    def add(self, prob_map: np.ndarray | None, gt: np.ndarray | None, score: float | None = None) -> None:
+        """``gt`` None: a forged image without a usable mask, counted in the image-level metrics only."""
         self.count += 1
-        forged = bool(gt.any())
+        forged = gt is None or bool(gt.any())
         self.forged += forged
-        if prob_map is not None:
+        if prob_map is not None and gt is not None:
             for mode in self.modes:
                 if forged or mode == "benco":
                     self.pixel.setdefault(mode, []).append(pixel_metrics(prob_map, gt, mode))

@@ -83,6 +83,12 @@ def test_coverage_layout(tmp_path):
     dataset = open_file_dataset(str(root))
     assert len(dataset) == 2 and dataset.num_forged == 1
     assert [int(dataset.load(i).mask.sum()) for i in range(2)] == [400, 0]
+    # a published mask of another size than its image: forged, image-level metrics only
+    Image.fromarray(np.zeros((40, 52), np.uint8)).save(root / "masks" / "1t.png")
+    dataset = open_file_dataset(f"coverage:{root}")
+    assert dataset.num_forged == 1 and dataset.load(0).mask is None and "without a usable mask" in dataset.describe()
+    with pytest.raises(TruForError, match="evaluation set"):
+        SegmentationData(tiny_config(tmp_path / "run", 2, data=(f"coverage:{root}",)).segmentation_data())
     (root / "masks" / "1t.png").unlink()
     with pytest.raises(TruForError, match="have no mask"):
         open_file_dataset(f"coverage:{root}")

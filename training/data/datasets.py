@@ -7,7 +7,9 @@ A ``--data`` spec names one sub-dataset:
 - ``casia:DIR``: a CASIA-like layout: ``DIR/Tp/`` forged images, ``DIR/Au/`` authentic ones and
   ``DIR/GT/`` masks named ``<stem>_gt.*`` or ``<stem>.*``; every Tp image needs a mask.
 - ``coverage:DIR``: the COVERAGE layout: ``DIR/forged/`` with masks of the same stem in
-  ``DIR/masks/``, and the originals in ``DIR/pristine/``.
+  ``DIR/masks/``, and the originals in ``DIR/pristine/``. Nine of the published masks do not have
+  their image's size (41t: 715x376 for a 588x376 image); those images count as forged with no mask
+  (image-level metrics only) rather than guessing how the mask was cropped or scaled.
 - ``authentic:DIR``: every image under ``DIR`` is pristine.
 - ``synthetic``: forgeries generated on the fly (``forgery.py``), new ones every epoch, from the
   simulated cameras (or the ``--pristine`` photos); ``synthetic:DIR`` generates them from the
@@ -38,7 +40,7 @@ DATA_KINDS = ("pairs", "casia", "coverage", "authentic", "synthetic")
 @dataclass(frozen=True)
 class Sample:
     image: np.ndarray  # uint8 HxWx3
-    mask: np.ndarray  # uint8 HxW, 1 = forged
+    mask: np.ndarray | None  # uint8 HxW, 1 = forged; None: forged, but no usable mask
     name: str
 
 
@@ -64,32 +66,37 @@ def _by_stem(paths: list[Path], folder: Path) -> dict[str, Path]:
 
 
 class FileDataset:
-    """Images with an optional mask each (None: pristine), read on demand."""
+    """Images with an optional mask each (None: pristine), read on demand; ``unmasked`` images are
+    forged but have no usable mask."""
 
-    def __init__(self, name: str, items: list[tuple[Path, Path | None]]):
+    def __init__(self, name: str, items: list[tuple[Path, Path | None]], unmasked: frozenset[Path] = frozenset()):
         if not items:
             raise TruForError(f"dataset {name} has no images")
         self.name = name
         self.items = items
+        self.unmasked = unmasked
 
     def __len__(self) -> int:
         return len(self.items)
 
     @property
     def num_forged(self) -> int:
-        return sum(mask is not None for _, mask in self.items)
+        return sum(mask is not None or image in self.unmasked for image, mask in self.items)
 
     def load(self, index: int, rng: np.random.Generator | None = None) -> Sample:
         image_path, mask_path = self.items[index]
         image = load_rgb(image_path)
-        if mask_path is None:
+        if image_path in self.unmasked:
+            mask = None
+        elif mask_path is None:
             mask = np.zeros(image.shape[:2], dtype=np.uint8)
         else:
             mask = load_mask(mask_path, image.shape[:2])
         return Sample(image, mask, image_path.name)
 
     def describe(self) -> str:
-        return f"{self.name}: {len(self)} images ({self.num_forged} with masks)"
+        unmasked = f", {len(self.unmasked)} of them without a usable mask" if self.unmasked else ""
+        return f"{self.name}: {len(self)} images ({self.num_forged} forged{unmasked})"
 
 
 def pairs_dataset(root: Path) -> FileDataset:
@@ -128,8 +135,14 @@ def coverage_dataset(root: Path) -> FileDataset:
     if missing:
         raise TruForError(f"{len(missing)} forged images in {root}/forged have no mask in {root}/masks, e.g. {missing[:3]}")
     items: list[tuple[Path, Path | None]] = [(forged[stem], masks[stem]) for stem in sorted(forged)]
+    unmasked = frozenset(image for image, mask in items if _size(image) != _size(mask))
     items += [(path, None) for path in list_images(root / "pristine")]
-    return FileDataset(f"coverage:{root}", items)
+    return FileDataset(f"coverage:{root}", items, unmasked)
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # reads the header only
+        return image.size
 
 
 def authentic_dataset(root: Path) -> FileDataset:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reference.config import PIXEL_SCALE
+from reference.errors import TruForError
 
 from .augment import AugmentConfig, augment, validation_crop
 from .datasets import SyntheticDataset, balanced_epoch, open_file_dataset, parse_spec
@@ -53,6 +54,9 @@ def open_datasets(specs: tuple[str, ...], config: SegmentationDataConfig, count:
     datasets = []
     for spec in specs:
         kind, root = parse_spec(spec)
+        if kind == "coverage":
+            raise TruForError(f"{spec}: COVERAGE is the evaluation set; training, tuning or validating on it "
+                              "would make its figures meaningless (benchmarks.evaluate reads it)")
         if kind == "synthetic":
             datasets.append(SyntheticDataset(make_generator(config, root), count, config.synthetic_size, spec))
         else:
