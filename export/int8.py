@@ -35,7 +35,7 @@ QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 # Which layers run in int8, by scope. Not the Noiseprint++ DnCNN by default, although it carries
 # ~60% of the FLOPs: with the released weights it amplifies rounding 2000 to 3000 times, and its int8 residual
-# (interior convs, per-tensor activations, per-channel weights) is 145% off and only 0.60
+# (interior convs, per-tensor activations, per-channel weights) has a relative RMS error of 1.45 and only 0.60
 # correlated with the float64 one on the example images (worst image; calibrating on them instead
 # of the synthetic tiles changes little); one interior conv alone is 7% to 115% off
 # (``python -m benchmarks.noiseprint_precision``). On random weights it looks harmless (it adds
@@ -54,7 +54,7 @@ LINEAR_GROUPS = {
 }
 SCOPES = {
     "dncnn": "Noiseprint++ convs except the first and the last; NOT FAITHFUL with the released "
-             "Noiseprint++ weights (residual 145% off, correlation 0.60), for measurements only",
+             "Noiseprint++ weights (relative RMS error 1.45, correlation 0.60), for measurements only",
     "encoder_q": "attention query projections (read a LayerNorm)",
     "encoder_kv": "attention key/value projections (read the spatially reduced, normalized map)",
     "encoder_proj": "attention output projections (read the attention output)",
