@@ -84,7 +84,7 @@ def test_cli_with_the_torch_backend(tmp_path, capsys):
     torch.manual_seed(0)
     torch.save({"epoch": 1, "state_dict": build_trufor("tiny").state_dict()}, tmp_path / "tiny.pth.tar")
     out = tmp_path / "results.json"
-    code = main(["--data", str(data), "--backend", "torch", "--checkpoint", str(tmp_path / "tiny.pth.tar"),
+    code = main(["--data", str(data), "--backend", "torch", "--weights", str(tmp_path / "tiny.pth.tar"),
                  "--preset", "tiny", "--json", str(out), "--threads", "1", "--perturb", "jpeg:50", "resize:0.75"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -100,7 +100,7 @@ def test_cli_with_the_torch_backend(tmp_path, capsys):
     [
         (["--backend", "onnxruntime"], "needs --artifacts"),
         (["--backend", "torch"], "needs --checkpoint"),
-        (["--backend", "torch", "--checkpoint", "x", "--artifacts", "y"], "--artifacts is for --backend onnxruntime"),
+        (["--backend", "torch", "--weights", "x", "--artifacts", "y"], "--artifacts is for --backend onnxruntime"),
         (["--backend", "torch", "--random-weights", "--perturb", "jpeg:0"], "--perturb: jpeg value '0'"),
     ],
 )

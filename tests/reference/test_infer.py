@@ -34,7 +34,7 @@ def test_writes_official_fields_per_relative_path_and_skips_existing(tmp_path, c
     write_image(images / "sub" / "a.png", seed=1)
     (images / "sub" / "notes.txt").write_text("not an image, not picked up from a folder")
     out = tmp_path / "out"
-    args = ["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out), "--save-np"]
+    args = ["--weights", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out), "--save-np"]
     assert main(args) == 0
     produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert produced == ["a.png.npz", "sub/a.png.npz"]
@@ -51,7 +51,7 @@ def test_writes_official_fields_per_relative_path_and_skips_existing(tmp_path, c
 
 def test_reference_cli_matches_the_python_api(tmp_path, checkpoint):
     pixels = write_image(tmp_path / "one.png")
-    assert main(["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 0
+    assert main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 0
     model = build_trufor("tiny", checkpoint=checkpoint)
     from reference.predictor import ReferencePredictor
 
@@ -68,7 +68,7 @@ def test_bad_files_are_reported_and_the_run_continues(tmp_path, checkpoint, caps
     (images / "text.png").write_text("hello")
     Image.new("RGB", (20, 20)).save(images / "small.png")
     out = tmp_path / "out"
-    status = main(["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out)])
+    status = main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out)])
     assert status == 1
     assert sorted(p.name for p in out.iterdir()) == ["good.png.npz"]  # no temp files, nothing for bad inputs
     err = capsys.readouterr()
@@ -77,7 +77,7 @@ def test_bad_files_are_reported_and_the_run_continues(tmp_path, checkpoint, caps
 
 
 def test_missing_input_and_model_choice_are_usage_errors(tmp_path, checkpoint):
-    assert main(["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
+    assert main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
     with pytest.raises(SystemExit) as exit_info:
         main(["--input", str(tmp_path), "--output", str(tmp_path)])
     assert exit_info.value.code == 2

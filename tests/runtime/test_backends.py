@@ -79,8 +79,8 @@ def test_a_new_backend_is_one_class_and_one_registry_entry(tmp_path, monkeypatch
     assert json.loads((out / "scan.json").read_text())["model"] == "brightness of the pixels"
     assert "RANDOM WEIGHTS" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "0.png"), "--out", str(out), "--backend", "brightness", "--checkpoint", "w.pth"])
-    assert ("--checkpoint is read by --backend torch only, but --backend brightness was given; brightness needs no "
+        main([str(tmp_path / "0.png"), "--out", str(out), "--backend", "brightness", "--weights", "w.pth"])
+    assert ("--weights is read by --backend torch only, but --backend brightness was given; brightness needs no "
             "model") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])

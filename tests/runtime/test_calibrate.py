@@ -63,7 +63,7 @@ def write_images(folder: Path, count: int, seed: int) -> Path:
 
 
 def model_flags(checkpoint: Path) -> list[str]:
-    return ["--checkpoint", str(checkpoint), "--preset", "tiny", "--threads", "1", "--workers", "2"]
+    return ["--weights", str(checkpoint), "--preset", "tiny", "--threads", "1", "--workers", "2"]
 
 
 def test_calibrate_then_scan_with_the_threshold_file(tmp_path, tiny_checkpoint, capsys):

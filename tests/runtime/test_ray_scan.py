@@ -258,7 +258,7 @@ def test_a_token_protected_cluster_started_with_ray_start_is_joined_by_address(t
     folder = tmp_path / "in"
     save(folder / "a.png", Image.fromarray(noise_image(48, 48)))
     command = [
-        sys.executable, "-m", "runtime.scan", str(folder), "--checkpoint", str(tiny_checkpoint), "--preset", "tiny",
+        sys.executable, "-m", "runtime.scan", str(folder), "--weights", str(tiny_checkpoint), "--preset", "tiny",
         "--tile-size", "64", f"--ray=127.0.0.1:{port}",
     ]  # fmt: skip
     try:
