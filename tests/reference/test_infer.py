@@ -76,11 +76,27 @@ def test_bad_files_are_reported_and_the_run_continues(tmp_path, checkpoint, caps
     assert "FAILED" in err.out
 
 
-def test_missing_input_and_model_choice_are_usage_errors(tmp_path, checkpoint):
+def test_missing_input_and_model_choice_are_usage_errors(tmp_path, checkpoint, no_default_model, capsys):
     assert main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
     with pytest.raises(SystemExit) as exit_info:
-        main(["--input", str(tmp_path), "--output", str(tmp_path)])
-    assert exit_info.value.code == 2
+        main(["--random-weights", "--weights", str(checkpoint), "--input", str(tmp_path), "--output", str(tmp_path)])
+    assert exit_info.value.code == 2 and "pick one" in capsys.readouterr().err
+    write_image(tmp_path / "one.png")
+    assert main(["--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "default model is not in this installation" in err and "--weights official" in err
+
+
+def test_without_weights_the_default_model_runs_and_says_so(tmp_path, default_model, capsys):
+    pixels = write_image(tmp_path / "one.png", size=(40, 36))
+    assert main(["--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 0
+    assert "using the project's default model trufor_lite" in capsys.readouterr().err
+    from reference.predictor import ReferencePredictor
+
+    expected = ReferencePredictor(build_trufor("trufor_lite", checkpoint=default_model)).predict(pixels)
+    with np.load(tmp_path / "o" / "one.png.npz") as npz:
+        np.testing.assert_array_equal(npz["map"], expected.map)
+        assert npz["map"].shape == (36, 40)
 
 
 def test_collect_inputs_globs_lists_and_collisions(tmp_path):
