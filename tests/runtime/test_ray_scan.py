@@ -132,7 +132,7 @@ class CrashAlways(ScanActor):
 
 
 def ray_rows(folder: Path, out: Path, checkpoint: Path, actor_class: type) -> list[dict]:
-    request = BackendRequest(backend="torch", checkpoint=checkpoint, preset="tiny", tile_size=64, threads=1)
+    request = BackendRequest(backend="torch", weights=checkpoint, preset="tiny", tile_size=64, threads=1)
     options = OutputOptions(out, save_maps=True, overlays=False, decision=DecisionRule(), retry_errors=False, workers=1)
     out.mkdir()
     job = RayScan(

@@ -312,6 +312,9 @@ def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_ch
         (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend tensorrt or onnxruntime only, "
          "but --backend torch was given; pass --weights official|ZIP|PATH (or nothing, for the project's default model) for torch"),
         (["--weights", "w.pth", "--artifacts", "a/"], "--artifacts and --weights name two different models (--artifacts: --backend tensorrt or onnxruntime; --weights: --backend torch)"),
+        (["--backend", "onnxruntime", "--random-weights"], "--random-weights is read by --backend torch only"),
+        (["--random-weights", "--weights", "w.pth"], "--random-weights and --weights w.pth both choose the weights"),
+        (["--weights", "missing.pth"], "weights file missing.pth not found"),
         (["--threshold", "1.5"], "--threshold must be within"),
         (["--tile-window", "round"], "invalid choice"),
     ],
@@ -402,3 +405,25 @@ def test_rows_and_scan_json_name_the_backend_that_ran(tmp_path, tiny_checkpoint,
     settings = json.loads((out / "scan.json").read_text())
     assert settings["backend"] == "torch" and settings["backends_ran"] == {"onnxruntime": 1, "torch": 1}
     assert settings["tile_threshold_pixels"] == 5000 and settings["whole_max_side"] == 2048
+
+
+def test_without_weights_the_default_model_runs_and_says_so(tmp_path, default_model, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no artifacts/ here: auto takes the torch backend
+    path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
+    assert main([str(path), "--out", "out", "--workers", "1", "--tile-size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no --weights given, using the project's default model trufor_lite") == 1 and "RANDOM" not in err
+    model = json.loads((tmp_path / "out" / "scan.json").read_text())["model"]
+    assert model.startswith(f"the project's default model trufor_lite ({default_model}), sha256 ")
+
+
+def test_weights_flags_resolve_at_the_cli_edge(tmp_path, monkeypatch):
+    import reference.weights
+    from runtime.scan import GROUPS, build_parser
+
+    official = tmp_path / "trufor.pth.tar"
+    official.write_bytes(b"stands in for the authors' file")
+    monkeypatch.setattr(reference.weights, "official_weights", lambda source: official)
+    request = GROUPS["model"].parse(build_parser().parse_args(["x.png", "--out", "o", "--weights", "official"]))
+    assert request.weights.path == official and request.weights.preset == "trufor"
+    assert GROUPS["model"].parse(build_parser().parse_args(["x.png", "--out", "o"])).weights is None
