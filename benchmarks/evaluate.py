@@ -127,8 +127,8 @@ def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
     return "\n".join(lines)
 
 
-def torch_predictor(weights, preset: str | None, random_weights: bool, device: str,
-                    conf_bn_variant: str) -> tuple[Predict, str]:
+def torch_predictor(weights, preset: str | None, device: str, conf_bn_variant: str, *,
+                    random_weights: bool = False) -> tuple[Predict, str]:
     from reference.predictor import ReferencePredictor
 
     predictor = ReferencePredictor.from_weights(weights, preset, device, random_weights=random_weights,
@@ -165,7 +165,7 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, weights=None, r
             import torch
 
             torch.set_num_threads(threads)
-        predict, description = torch_predictor(weights, preset, random_weights, device, conf_bn_variant)
+        predict, description = torch_predictor(weights, preset, device, conf_bn_variant, random_weights=random_weights)
     elif backend == "onnxruntime":
         if artifacts is None:
             raise TruForError("the onnxruntime backend needs the artifacts folder of python -m export.build")
