@@ -1,6 +1,6 @@
 """CPU backends side by side: latency and peak memory per image, one fresh process per run.
 
-    python -m benchmarks.cpu_backends --artifacts A --preset trufor \
+    python -m benchmarks.cpu_backends --artifacts A --random-weights --preset trufor \
         [--runs plain torch onnxruntime:fp32 onnxruntime:int8 onnxruntime:fp16] \
         [--sizes 256x384 768x1024 3000x4000] [--threads 2] [--repeats 3] [--markdown]
 
@@ -11,7 +11,8 @@ tiles, the stitching and the score graph). Whole images get one untimed warm-up 
 tiled ones do not (their first of many tile batches carries the one-off cost). Besides
 wall time the rows give process CPU time divided by the threads, which stays close to the idle
 machine's latency when other processes share the cores. A failing run records its error in its
-row and the sweep goes on. Weights do not change the cost: random ones (``--preset``) will do.
+row and the sweep goes on. Weights do not change the cost: random ones (``--random-weights --preset``)
+will do; ``--weights`` picks others (default: the project's default model, a ``trufor_lite``).
 
 ``plain`` is the baseline the exported graphs must beat, what a user gets without this project's
 export: ``torch.onnx.export`` of the reference model as built (the official explicit attention,
@@ -40,10 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from export.contract import WholeImageRule
+from reference.errors import UsageError
+from reference.weights_args import WeightsArgs
 
 DEFAULT_RUNS = ("plain", "torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
 DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
 PLAIN_GRAPH = "plain.onnx"
+WEIGHTS = WeightsArgs()
 
 
 def export_plain(model, path: Path) -> None:
@@ -87,17 +91,17 @@ def measure(run: str, size: str, args: argparse.Namespace) -> dict:
     from runtime.predictor import Predictor
 
     backend_name, _, precision = run.partition(":")
-    reads = BACKENDS[backend_name].flags  # the model flags this backend takes
+    weights = WEIGHTS.parse(args) if "--weights" in BACKENDS[backend_name].flags else None  # torch: its model
     request = BackendRequest(
         backend=backend_name,
         precision=precision or "fp32",
         artifacts=Path(args.artifacts),
-        checkpoint=Path(args.checkpoint) if args.checkpoint and "--checkpoint" in reads else None,
-        preset=args.preset if "--preset" in reads else None,
+        weights=weights,
         threads=args.threads,
     )
     with Predictor(create_backend(request)) as predictor:
-        return _timed(run, size, predictor.mode(height, width), predictor.predict_rgb, rgb, args)
+        row = _timed(run, size, predictor.mode(height, width), predictor.predict_rgb, rgb, args)
+    return {**row, "model": predictor.backend.identity.description}
 
 
 def _timed(run: str, size: str, mode: str, predict, rgb: np.ndarray, args: argparse.Namespace) -> dict:
@@ -151,8 +155,7 @@ def _markdown(rows: list[dict], threads: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_backends", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", default="artifacts", help="folder made by python -m export.build")
-    parser.add_argument("--checkpoint", help="weights for the torch run (default: random weights of --preset)")
-    parser.add_argument("--preset", default="trufor")
+    WEIGHTS.add_to(parser, note=lambda flag: " (the torch and plain runs)")
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), help="BACKEND or BACKEND:PRECISION")
     parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="HxW")
     parser.add_argument("--threads", type=int, default=2)
@@ -164,16 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-plain", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.export_plain:
-        from reference import build_trufor
-
-        export_plain(build_trufor(args.preset, args.checkpoint, fused_attention=False), Path(args.export_plain))
+        export_plain(WEIGHTS.parse_or_exit(args, parser).build(fused_attention=False), Path(args.export_plain))
         return 0
     if args.worker:
         print(json.dumps(measure(*args.worker, args)))
         return 0
-    forwarded = [sys.executable, "-m", "benchmarks.cpu_backends", "--artifacts", args.artifacts, "--preset", args.preset,
-                 "--threads", str(args.threads), "--repeats", str(args.repeats)]
-    forwarded += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    try:
+        WEIGHTS.check(args)  # the runs resolve the weights: torch never loads in this process (see --export-plain)
+    except UsageError as error:
+        parser.error(str(error))
+    forwarded = [sys.executable, "-m", "benchmarks.cpu_backends", "--artifacts", args.artifacts,
+                 "--threads", str(args.threads), "--repeats", str(args.repeats), *WEIGHTS.argv(args)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="trufor-plain-") as tmp:
         if "plain" in args.runs:

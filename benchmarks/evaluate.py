@@ -1,7 +1,7 @@
 """Forgery localization and detection metrics of a backend on folders of images with masks.
 
     python -m benchmarks.evaluate --data DIR [--data DIR2 ...] [--backend torch|onnxruntime]
-        [--checkpoint FILE | --artifacts DIR] [--preset NAME] [--precision fp32|fp16|int8]
+        [--weights official|ZIP|PATH | --random-weights --preset NAME | --artifacts DIR] [--precision fp32|fp16|int8]
         [--mode official|benco|both] [--json OUT.json] [--limit N]
         [--perturb jpeg:90,70,50 resize:0.75,0.5 blur:1.0 noise:2]
 
@@ -17,8 +17,8 @@ dataset plus a row over datasets (counts summed, metrics averaged), and ``--json
 same numbers. ``--perturb`` evaluates every metric again with each perturbation applied to the
 images before the model (``benchmarks.perturb``), in the same table, under the unperturbed rows
 ("none"). From Python:
-``evaluate_backend(["DIR"], "torch", checkpoint=Path(...), preset=...)`` or ``evaluate(predict, datasets)``
-return the numbers as a dict.
+``evaluate_backend(["DIR"], "torch", weights="official")`` (None: the project's default model) or
+``evaluate(predict, datasets)`` return the numbers as a dict.
 
 Exit status: 0 done, 1 a failure while loading or predicting, 2 bad arguments.
 """
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reference.config import PRESETS
-from reference.errors import TruForError
+from reference.errors import TruForError, UsageError
+from reference.weights_args import WeightsArgs
 from runtime.outputs import resize_map
 from training.data.datasets import FileDataset, open_file_dataset
 from training.metrics import COUNTS, MODES, MetricAccumulator, mean_of_defined
@@ -51,6 +51,7 @@ COLUMNS = {
 
 
 CLEAN = "none"  # the label of the images as they are
+WEIGHTS = WeightsArgs()
 
 
 def _mean(summaries: dict[str, dict]) -> dict[str, float]:
@@ -126,12 +127,15 @@ def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
     return "\n".join(lines)
 
 
-def torch_predictor(checkpoint: Path | None, preset: str, device: str, conf_bn_variant: str) -> tuple[Predict, str]:
+def torch_predictor(weights, preset: str | None, device: str, conf_bn_variant: str, *,
+                    random_weights: bool = False) -> tuple[Predict, str]:
     from reference.predictor import ReferencePredictor
 
-    predictor = ReferencePredictor.from_checkpoint(checkpoint, preset, device, conf_bn_variant=conf_bn_variant)
-    source = checkpoint or f"random weights of preset {preset}"
-    return predictor.predict, f"torch ({source}, preset {preset}, conf BN eps {conf_bn_variant}, {device})"
+    predictor = ReferencePredictor.from_weights(weights, preset, device, random_weights=random_weights,
+                                                conf_bn_variant=conf_bn_variant)
+    resolved = predictor.weights
+    return predictor.predict, (f"torch ({resolved.description}, preset {resolved.preset}, "
+                               f"conf BN eps {conf_bn_variant}, {device})")
 
 
 def onnxruntime_predictor(artifacts: Path, precision: str, threads: int | None) -> tuple[Predict, str, Callable[[], None]]:
@@ -145,14 +149,15 @@ def onnxruntime_predictor(artifacts: Path, precision: str, threads: int | None) 
     return predictor.predict_rgb, f"onnxruntime ({backend.describe()}, {artifacts})", predictor.close
 
 
-def evaluate_backend(data: list[str], backend: str = "torch", *, checkpoint: Path | None = None,
-                     artifacts: Path | None = None, preset: str = "trufor", precision: str = "fp32",
+def evaluate_backend(data: list[str], backend: str = "torch", *, weights=None, random_weights: bool = False,
+                     artifacts: Path | None = None, preset: str | None = None, precision: str = "fp32",
                      device: str = "cpu", threads: int | None = None, conf_bn_variant: str = "docker",
                      modes: tuple[str, ...] = MODES, limit: int | None = None,
                      log: Callable[[str], None] | None = None, perturbations: Sequence[Perturbation] = ()) -> dict:
     """Open the ``data`` specs and the backend, evaluate, and return ``evaluate``'s dict plus
-    ``backend`` (a description) and ``modes``. The torch backend without a checkpoint runs the
-    preset's random weights."""
+    ``backend`` (a description) and ``modes``. The torch backend runs ``weights`` (what
+    ``reference.weights.resolve_weights`` takes: None for the project's default model, "official", a
+    zip or checkpoint path), or with ``random_weights`` the preset untrained."""
     datasets = [open_file_dataset(spec) for spec in data]
     close: Callable[[], None] = lambda: None
     if backend == "torch":
@@ -160,7 +165,7 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, checkpoint: Pat
             import torch
 
             torch.set_num_threads(threads)
-        predict, description = torch_predictor(checkpoint, preset, device, conf_bn_variant)
+        predict, description = torch_predictor(weights, preset, device, conf_bn_variant, random_weights=random_weights)
     elif backend == "onnxruntime":
         if artifacts is None:
             raise TruForError("the onnxruntime backend needs the artifacts folder of python -m export.build")
@@ -183,9 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", action="append", required=True, help="DIR (images/ + masks/), casia:DIR, coverage:DIR or authentic:DIR; repeatable")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    parser.add_argument("--checkpoint", type=Path, help="torch: weights file (training checkpoint or trufor.pth.tar)")
-    parser.add_argument("--preset", default="trufor", choices=sorted(PRESETS), help="torch: architecture of the checkpoint (default trufor)")
-    parser.add_argument("--random-weights", action="store_true", help="torch: run the preset untrained (pipeline checks only)")
+    WEIGHTS.add_to(parser, note=lambda flag: " (torch backend)")
     parser.add_argument("--conf-bn-variant", choices=("docker", "train"), default="docker",
                         help="torch: confidence-decoder BN eps (train for a checkpoint fresh from training.phase 3)")
     parser.add_argument("--artifacts", type=Path, help="onnxruntime: export folder (python -m export.build)")
@@ -209,11 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.backend == "torch":
         if args.artifacts:
-            parser.error("--artifacts is for --backend onnxruntime; the torch backend takes --checkpoint")
-        if args.checkpoint is None and not args.random_weights:
-            parser.error("--backend torch needs --checkpoint FILE (or --random-weights to check the pipeline)")
-    elif args.checkpoint or args.random_weights:
-        parser.error("--backend onnxruntime reads exported graphs: pass --artifacts DIR, not --checkpoint")
+            parser.error("--artifacts is for --backend onnxruntime; the torch backend takes --weights")
+        try:
+            WEIGHTS.check(args)
+        except UsageError as error:
+            parser.error(str(error))
+    elif WEIGHTS.given(args):
+        parser.error(f"--backend onnxruntime reads exported graphs: pass --artifacts DIR, not {WEIGHTS.given(args)[0]}")
     elif args.artifacts is None:
         parser.error("--backend onnxruntime needs --artifacts DIR (python -m export.build ... --out DIR)")
     modes = MODES if args.mode == "both" else (args.mode,)
@@ -222,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--perturb: {error}")
     try:
-        results = evaluate_backend(args.data, args.backend, checkpoint=args.checkpoint, artifacts=args.artifacts,
-                                   preset=args.preset, precision=args.precision, device=args.device,
+        weights = WEIGHTS.parse(args) if args.backend == "torch" else None
+        results = evaluate_backend(args.data, args.backend, weights=weights, artifacts=args.artifacts,
+                                   precision=args.precision, device=args.device,
                                    threads=args.threads, conf_bn_variant=args.conf_bn_variant, modes=modes,
                                    limit=args.limit, log=lambda line: print(line, flush=True),
                                    perturbations=perturbations)

@@ -1,6 +1,6 @@
 """The device check: parity, latency, a scan's throughput and GPU use, in one command within a time budget.
 
-    python -m benchmarks.gpu_check --out DIR [--checkpoint FILE | --preset NAME] [--artifacts DIR]
+    python -m benchmarks.gpu_check --out DIR [--weights official|ZIP|PATH | --random-weights --preset NAME] [--artifacts DIR]
                                    [--device cuda] [--budget-s 450]
 
 Sections, in this order, each while the budget lasts (what does not fit is a row saying so):
@@ -16,8 +16,9 @@ Sections, in this order, each while the budget lasts (what does not fit is a row
   parity and latency;
 - ``tests``: ``pytest -m gpu tests/runtime/runners``.
 
-Weights: ``--checkpoint``, else the deterministic golden weights that ``shared/trufor/golden/make_weights.py``
-builds (the same numbers as the official code's golden outputs), else random ones (said in the report).
+Weights: ``--weights`` (or ``--random-weights``, said in the report), else the deterministic golden
+weights that ``shared/trufor/golden/make_weights.py`` builds (the full ``trufor`` model with the same
+numbers as the official code's golden outputs), else the project's default model.
 Writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md``. Exit status: 0 every check passed, 1 a
 check failed or errored, 2 no CUDA GPU here for ``--device cuda`` (nothing was run).
 """
@@ -36,11 +37,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from reference.weights import ResolvedWeights, resolve_weights
+from reference.weights_args import WeightsArgs
 from runtime.tiling import TilingConfig
 
 from .gpu_report import write_reports
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_GPU = 0, 1, 2
+WEIGHTS = WeightsArgs()
 SPEEDUP_TARGET = 5.0  # the optimized path against the eager fp32 reference, on the same GPU
 BUSY_TARGET = 0.9
 # Provisional (p99 |map - ref|, p99 |conf - ref|, max |score - ref|) of the device against the CPU
@@ -60,8 +64,8 @@ class CheckConfig:
 
     out: Path
     device: str = "cuda"
-    preset: str = "trufor"
-    checkpoint: Path | None = None
+    preset: str | None = None  # --preset: the golden weights are for trufor only
+    weights: ResolvedWeights | None = None  # None: the golden weights, else the project's default model
     shared: Path | None = None  # shared/trufor: the example images and the golden weights' recipe
     sizes: tuple[tuple[int, int], ...] = ((512, 512), (768, 1024))
     tiled_size: tuple[int, int] = (3024, 4032)
@@ -153,17 +157,22 @@ def find_shared(start: Path) -> Path | None:
     return None
 
 
-def model_weights(config: CheckConfig) -> tuple[Path | None, str]:
-    """The checkpoint to load and how the report names it."""
-    if config.checkpoint is not None:
-        return config.checkpoint, f"checkpoint {config.checkpoint}"
+def model_weights(config: CheckConfig) -> tuple[ResolvedWeights, str]:
+    """The weights to load and how the report names them."""
+    weights = config.weights
+    if weights is not None and weights.random:
+        return weights, f"RANDOM weights of preset {weights.preset} (parity on them is weak evidence)"
+    if weights is not None:
+        return weights, weights.description
     recipe = config.shared / "golden" / "make_weights.py" if config.shared else None
-    if config.preset == "trufor" and recipe is not None and recipe.is_file():
+    if config.preset in (None, "trufor") and recipe is not None and recipe.is_file():
         path = config.out / "golden_weights.pth.tar"
         if not path.is_file():
             subprocess.run([sys.executable, str(recipe), str(path)], check=True, capture_output=True)
-        return path, f"golden deterministic weights ({recipe})"
-    return None, f"RANDOM weights of preset {config.preset} (parity on them is weak evidence)"
+        description = f"golden deterministic weights ({recipe})"
+        return ResolvedWeights(path, "trufor", description), description
+    weights = resolve_weights(None, config.preset)
+    return weights, weights.description
 
 
 def _timed_section(check: Check, section: str, needs_s: float, body: Callable[[], None]) -> None:
@@ -351,13 +360,11 @@ def run_check(config: CheckConfig, argv: list[str]) -> dict:
     """Every section within the budget; returns the report's data (also written to ``config.out``)."""
     import torch
 
-    from reference import build_trufor
-
     config.out.mkdir(parents=True, exist_ok=True)
     check = Check(config, Budget(config.budget_s))
     torch.backends.cudnn.benchmark = False  # recorded in the report: set here, not at import
-    checkpoint, check.weights = model_weights(config)
-    model = build_trufor(config.preset, checkpoint)
+    weights, check.weights = model_weights(config)
+    model = weights.build()
     backends = device_backends(config, model)
     _timed_section(check, "parity", 30, lambda: parity_section(check, model, backends))
     _timed_section(check, "latency", 30, lambda: latency_rows(check, backends))
@@ -381,8 +388,8 @@ def parse_args(argv: list[str]) -> CheckConfig:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json, gpu_check.md and scratch files")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu to try the check itself")
-    parser.add_argument("--preset", default="trufor")
-    parser.add_argument("--checkpoint", type=Path, help="weights (default: the golden deterministic ones)")
+    WEIGHTS.add_to(parser, note=lambda flag: " (default here: the golden deterministic weights when --shared has "
+                   "their recipe, else the project's default model)" if flag == "--weights" else "")
     parser.add_argument("--shared", type=Path, help="shared/trufor folder (default: beside or inside the checkout)")
     parser.add_argument("--artifacts", type=Path, help="exported graphs: TensorRT engines are built and checked")
     parser.add_argument("--sizes", default="512x512,768x1024", help="whole-image latency sizes (default: %(default)s)")
@@ -399,8 +406,9 @@ def parse_args(argv: list[str]) -> CheckConfig:
     parser.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget (default: %(default)s)")
     parser.add_argument("--no-tests", action="store_true", help="skip pytest -m gpu")
     args = parser.parse_args(argv)
+    weights = WEIGHTS.parse_or_exit(args, parser, defer_default=True)
     return CheckConfig(
-        out=args.out, device=args.device, preset=args.preset, checkpoint=args.checkpoint,
+        out=args.out, device=args.device, preset=args.preset, weights=weights,
         shared=args.shared or find_shared(Path(__file__).resolve().parent.parent),
         sizes=tuple(_size(s) for s in args.sizes.split(",")), tiled_size=_size(args.tiled_size),
         speedup_size=_size(args.speedup_size), scan_images=args.scan_images,

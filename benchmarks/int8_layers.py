@@ -1,6 +1,6 @@
 """INT8 layer groups: what each costs in accuracy and saves in time, to choose ``--int8-layers``.
 
-    python -m benchmarks.int8_layers --checkpoint W [--preset trufor] [--images DIR] [--count 4]
+    python -m benchmarks.int8_layers [--weights official|ZIP|PATH] [--images DIR] [--count 4]
         [--groups encoder_kv encoder_fc2 ...] [--size 768x1024] [--threads 2] [--markdown]
 
 Exports the fp32 graphs and calibrates the tile graph once (synthetic tiles, as ``python -m
@@ -9,7 +9,8 @@ to it quantizes the whole graph from those ranges, runs the whole graph in the f
 activations) on the images, and compares with the fp32 graph (itself within 1e-5 of the reference):
 99th percentile of |map| and |conf| differences, max |score| difference, agreement of the maps
 thresholded at 0.5. With ``--size`` it also times each graph on one image of that size (median of
-3 runs after a warm-up). Random weights give near-constant maps: measure with a checkpoint.
+3 runs after a warm-up). The weights are the project's default model unless ``--weights`` says otherwise;
+random ones (``--random-weights``) give near-constant maps: measure with trained weights.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.weights_args import WeightsArgs
+
+WEIGHTS = WeightsArgs()
 GROUPS = ("encoder_kv", "encoder_proj", "encoder_fc2", "fusion_linear", "encoder_linear", "dncnn")
 
 
@@ -53,8 +57,7 @@ def _latency(session, size: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_layers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", help="weights (default: random weights of --preset, whose maps barely vary)")
-    parser.add_argument("--preset", default="trufor")
+    WEIGHTS.add_to(parser)
     parser.add_argument("--images", help="folder of images, cropped to 384x384 (default: synthetic images)")
     parser.add_argument("--count", type=int, default=4, help="images to compare on (default 4)")
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), help="scopes to add to the default one, one at a time")
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
+    weights = WEIGHTS.parse_or_exit(args, parser)
 
     import onnxruntime as ort
 
@@ -71,12 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from export.int8 import DEFAULT_SCOPES, SCOPES, calibrate, nodes_to_quantize, quantize_model, unsigned_activations
     from export.pipeline import EXPORT_OVERRIDES, fp32_graphs
     from export.session import session_options
-    from reference.build import build_trufor
 
     unknown = sorted(set(args.groups) - set(SCOPES))
     if unknown:
         parser.error(f"unknown scopes {unknown}; choose from {sorted(SCOPES)}")
-    model = build_trufor(args.preset, args.checkpoint, **EXPORT_OVERRIDES)
+    model = weights.build(**EXPORT_OVERRIDES)
     graphs = fp32_graphs(model, 512, lambda *_: contextlib.nullcontext())
     del model
     images = _images(args.images, args.count)
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     if args.markdown:
         timed = " | latency s" if args.size else ""
+        print(f"\nWeights: {weights.description}, preset {weights.preset}.")
         print(f"\n| layers | int8 nodes | map p99 | conf p99 | score max | map > 0.5 agreement{timed} |")
         print("|---|---|---|---|---|---|" + ("---|" if args.size else ""))
         for row in rows:

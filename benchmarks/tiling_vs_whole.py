@@ -1,6 +1,6 @@
 """How far tiled inference is from the whole-image (official) output, on images where both run.
 
-    python -m benchmarks.tiling_vs_whole IMAGE... --checkpoint trufor.pth.tar [--overlaps 64 128 256]
+    python -m benchmarks.tiling_vs_whole IMAGE... [--weights official] [--overlaps 64 128 256]
         [--windows tukey hann] [--json out.json]
 
 For each image: one whole-image run, then one tiled run per (overlap, window), all with the same
@@ -21,6 +21,7 @@ import numpy as np
 from reference.image import load_rgb
 from runtime.args import ModelArgs
 from runtime.backends import create_backend
+from runtime.errors import UsageError
 from runtime.predictor import Predictor
 from runtime.tiling import WINDOWS, TilingConfig
 
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     model_args = ModelArgs()
     model_args.add_to(parser)
     args = parser.parse_args(argv)
-    backend = create_backend(model_args.parse(args))
+    try:
+        request = model_args.parse(args)
+    except UsageError as error:
+        parser.error(str(error))
+    backend = create_backend(request)
     rows = []
     with backend:
         for path in args.images:

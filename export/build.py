@@ -1,11 +1,12 @@
 """``python -m export.build``: the reference model to ONNX graphs (whole, tile, score) plus a manifest.
 
-    python -m export.build --precision fp32|fp16|int8 [--checkpoint FILE] [--preset NAME] [--out DIR]
+    python -m export.build --precision fp32|fp16|int8 [--weights official|ZIP|PATH] [--out DIR]
                            [--tile N] [--calib DIR] [--int8-layers SCOPE ...] [--onnx-only] [--conf-bn-variant docker|train]
                            [--triton REPO [--triton-device auto|cpu|gpu] [--triton-instances N] ...]
 
-``--preset`` picks the architecture (default ``trufor``) and ``--checkpoint`` its weights; a preset
-without a checkpoint is randomly initialised (for tests). ``--triton REPO`` also writes the graphs
+``--weights`` picks the weights (default: the project's trained model; ``official`` for the authors',
+see ``reference.weights``) and with them the architecture; ``--random-weights --preset NAME`` exports an
+untrained model (for tests). The manifest records which weights it holds. ``--triton REPO`` also writes the graphs
 (and engines) as a Triton Inference Server model repository (``export.triton``). Exit status: 0 when
 done, 1 when an export step failed, 2 for usage errors and when no TensorRT engine could be built
 (unless ``--onnx-only``).
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from reference.config import CONF_BN_EPS, PRESETS
+from reference.config import CONF_BN_EPS
 from reference.errors import TruForError
+from reference.weights import ResolvedWeights
+from reference.weights_args import WeightsArgs
 
 from .contract import DEFAULT_TILE, PRECISIONS, WholeImageRule, check_tile_size, precision_help
 from .errors import BackendUnavailableError, ExportError
@@ -47,13 +50,14 @@ from .triton import (
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_ENGINE = 0, 1, 2
 ENGINES_UNAVAILABLE = 2  # python -m engines.build's exit status when no TensorRT or GPU is usable here
+WEIGHTS = WeightsArgs()
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     precision: str
-    preset: str = "trufor"
-    checkpoint: Path | None = None
+    preset: str = "trufor"  # the weights' preset
+    weights: ResolvedWeights | None = None  # None: random init of ``preset`` (tests that pass their own model)
     out: Path = Path("artifacts")
     tile: int = DEFAULT_TILE
     whole_rule: WholeImageRule = WholeImageRule()
@@ -72,9 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Export TruFor to ONNX (whole-image, tile and score graphs) and write a manifest.",
     )
     parser.add_argument("--precision", required=True, choices=list(PRECISIONS), help=precision_help())
-    parser.add_argument("--checkpoint", type=Path, help="weights file (official trufor.pth.tar or a state_dict)")
-    parser.add_argument("--preset", default="trufor", choices=sorted(PRESETS),
-                        help="architecture (default trufor); without --checkpoint the weights are random")
+    WEIGHTS.add_to(parser)
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile graph size T (default {DEFAULT_TILE})")
     default_rule = WholeImageRule()
@@ -129,8 +131,11 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
         whole_rule = WholeImageRule(args.whole_max_pixels, args.whole_max_side)
     except ValueError as error:
         parser.error(str(error))
-    fields = {k: values[k] for k in BuildConfig.__dataclass_fields__ if k not in ("triton_options", "whole_rule")}
-    return BuildConfig(**fields, whole_rule=whole_rule, triton_options=triton_options)
+    weights = WEIGHTS.parse_or_exit(args, parser)  # last: it may download the authors' weights
+    skip = ("triton_options", "whole_rule", "preset", "weights")
+    fields = {k: values[k] for k in BuildConfig.__dataclass_fields__ if k not in skip}
+    return BuildConfig(**fields, preset=weights.preset, weights=weights, whole_rule=whole_rule,
+                       triton_options=triton_options)
 
 
 @contextlib.contextmanager
@@ -198,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.triton is not None:
         print("\n".join(f"  {command}" for command in next_commands(config.triton, p)))
     if status == EXIT_NO_ENGINE:
+        source = config.weights.argv if config.weights else ("--random-weights", "--preset", config.preset)
         print(f"  (on a machine with TensorRT and a GPU) python -m export.build --precision {p} --out {out} "
-              + (f"--checkpoint {config.checkpoint}" if config.checkpoint else f"--preset {config.preset}"))
+              + shlex.join(source))
     return status
 
 

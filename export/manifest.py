@@ -61,7 +61,7 @@ class Manifest:
     precision: str
     preset: str
     config: dict[str, Any]
-    checkpoint: dict[str, str] | None  # {"path", "sha256"}, None for random init
+    checkpoint: dict[str, str] | None  # {"path", "sha256", "description"}, None for random weights
     opset: int
     tile_size: int
     whole_rule: WholeImageRule  # which images run whole; the TensorRT whole profile is sized from it

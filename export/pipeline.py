@@ -19,7 +19,7 @@ from . import calibration
 from .contract import FORMAT_VERSION, OPSET, PREPROCESSING, graph_specs
 from .fp16 import check_fp16, convert_to_fp16, fp16_summary
 from .int8 import UNFAITHFUL_SCOPES, check_symmetric, qdq_summary, quantize_graphs, unsigned_activations
-from .manifest import UINT8_ACTIVATIONS, file_entry, manifest_data, manifest_path, sha256_file, utc_now, write_manifest
+from .manifest import UINT8_ACTIVATIONS, file_entry, manifest_data, manifest_path, utc_now, write_manifest
 from .onnx_export import apply_io_shapes, check_structure, export_graph, save_model, set_metadata, simplify
 from .wrappers import ScoreModel, TileModel, WholeImageModel
 
@@ -127,20 +127,21 @@ def write_uint8_form(graph: onnx.ModelProto, metadata: dict, path: Path, step: C
 def export_artifacts(config, step: Callable, model=None) -> Path:
     """Write the three graphs and, last, ``manifest.<precision>.json``; returns the manifest's path.
 
-    ``model`` (tests) replaces the one built from ``config.preset``/``config.checkpoint``.
+    ``model`` (tests) replaces the one built from ``config.preset``/``config.weights``.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_file = manifest_path(out, config.precision)
     manifest_file.unlink(missing_ok=True)  # an interrupted export leaves no manifest, not a stale one
-    checkpoint = None
-    if config.checkpoint is not None:
-        checkpoint = {"path": str(config.checkpoint), "sha256": sha256_file(config.checkpoint)}
+    weights = config.weights
+    checkpoint = None  # the manifest's record of the weights: None for random ones
+    if weights is not None and not weights.random:
+        checkpoint = {"path": str(weights.path), "sha256": weights.sha256, "description": weights.description}
     if model is None:
-        source = f"checkpoint {config.checkpoint}" if config.checkpoint else "random init"
+        source = weights.description if weights is not None else "random init"
         with step(f"build model: preset {config.preset}, {source}"):
             model = build_trufor(
-                config.preset, config.checkpoint, conf_bn_variant=config.conf_bn_variant, **EXPORT_OVERRIDES
+                config.preset, weights.path if weights else None, conf_bn_variant=config.conf_bn_variant, **EXPORT_OVERRIDES
             )
     graphs = fp32_graphs(model, config.tile, step)
     model_config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.config).items()}

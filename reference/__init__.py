@@ -17,6 +17,8 @@ _EXPORTS = {
     "TruForOutput": "model",
     "probabilities": "model",
     "to_tensor": "model",
+    "ResolvedWeights": "weights",
+    "resolve_weights": "weights",
 }
 __all__ = sorted(_EXPORTS)
 

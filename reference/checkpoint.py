@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,14 +31,17 @@ SAFE_GLOBALS = [
 ]
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Unpickle a checkpoint with ``weights_only=True``; refuse, naming the globals, anything else."""
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
+    """Unpickle a checkpoint with ``weights_only=True``; refuse, naming the globals, anything else.
+
+    ``mmap``: map the tensors instead of reading them (for a look at the other entries), where the
+    file's format allows it (torch's zip format; older files are read whole)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist or is not a file")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)

@@ -14,6 +14,12 @@ class TruForError(Exception):
     status = "error"
 
 
+class UsageError(TruForError):
+    """Arguments that cannot be honoured together; the message names both sides, and a CLI exits 2."""
+
+    status = "usage_error"
+
+
 class CheckpointError(TruForError):
     """A checkpoint cannot be read safely or does not match the model."""
 

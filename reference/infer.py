@@ -1,11 +1,13 @@
 """Official-compatible inference: one ``.npz`` per image, at native resolution, with the PyTorch model.
 
-    python -m reference.infer --checkpoint trufor.pth.tar --input images/ --output out/ [--save-np]
+    python -m reference.infer --input images/ --output out/ [--weights official|ZIP|PATH] [--save-np]
 
 Writes ``out/<path relative to the input root>.npz`` with ``map``, ``conf``, ``score``, ``imgsize``
 (and ``np++`` with --save-np), like the official test scripts. Existing outputs are skipped, a bad
-image is reported and the run goes on, and files are written atomically. Exit status: 0 when every
-image succeeded, 1 when any failed, 2 for bad arguments.
+image is reported and the run goes on, and files are written atomically. Without ``--weights`` it runs
+the project's default model (and says so); ``--weights official`` runs the authors' (see
+``reference.weights``). Exit status: 0 when every image succeeded, 1 when any failed, 2 for bad
+arguments or weights.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .config import CONF_BN_EPS, PRESETS
-from .errors import TruForError
+from .config import CONF_BN_EPS
+from .errors import TruForError, UsageError
 from .image import DEFAULT_MAX_PIXELS
 from .inputs import collect_inputs
 from .outputs import save_npz
 from .predictor import ReferencePredictor
+from .weights_args import WeightsArgs
+
+WEIGHTS = WeightsArgs()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,11 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="Exit status: 0 all images succeeded, 1 some image failed, 2 bad arguments or model.",
     )
-    parser.add_argument("--checkpoint", help="official-format checkpoint (trufor.pth.tar) or a bare state_dict")
-    parser.add_argument("--preset", default="trufor", choices=sorted(PRESETS), help="model variant (default: %(default)s)")
-    parser.add_argument(
-        "--random-init", action="store_true", help="run without a checkpoint (random weights: for testing only)"
-    )
+    WEIGHTS.add_to(parser)
     parser.add_argument(
         "-in", "--input", required=True, nargs="+", help="image file, folder (recursive), glob, or @list.txt"
     )
@@ -60,8 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)"
     )
     args = parser.parse_args(argv)
-    if (args.checkpoint is None) == (not args.random_init):
-        parser.error("give exactly one of --checkpoint FILE and --random-init")
+    try:
+        WEIGHTS.check(args)
+    except UsageError as error:
+        parser.error(str(error))
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} asked for, but torch sees no CUDA device; use --device cpu")
     return args
@@ -72,10 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m reference.infer", *(argv if argv is not None else sys.argv[1:])])
     try:
         files = collect_inputs(args.input)
-        predictor = ReferencePredictor.from_checkpoint(
-            args.checkpoint,
-            args.preset,
-            args.device,
+        predictor = ReferencePredictor.from_weights(
+            WEIGHTS.parse(args),
+            device=args.device,
             exif_transpose=args.exif_transpose,
             max_pixels=args.max_pixels,
             conf_bn_variant=args.conf_bn_variant,

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import torch
 
-from .build import build_trufor
 from .image import DEFAULT_MAX_PIXELS, load_rgb
 from .model import TruFor, probabilities, to_tensor
 from .optimize import optimize_for_inference
 from .result import TruForResult
+from .weights import ResolvedWeights, resolve_weights
 
 
 class ReferencePredictor:
@@ -32,21 +32,28 @@ class ReferencePredictor:
         self.model = optimize_for_inference(model).to(self.device)
         self.exif_transpose = exif_transpose
         self.max_pixels = max_pixels
+        self.weights: ResolvedWeights | None = None  # set by from_weights
 
     @classmethod
-    def from_checkpoint(
+    def from_weights(
         cls,
-        checkpoint: str | os.PathLike | None = None,
-        preset: str = "trufor",
+        weights: str | os.PathLike | ResolvedWeights | None = None,
+        preset: str | None = None,
         device: str | torch.device = "cpu",
         *,
+        random_weights: bool = False,
         exif_transpose: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         **overrides,
     ) -> ReferencePredictor:
-        """``overrides`` replace preset fields (e.g. ``conf_bn_variant="train"``)."""
-        model = build_trufor(preset, checkpoint, **overrides)
-        return cls(model, device, exif_transpose=exif_transpose, max_pixels=max_pixels)
+        """``weights``: None (the project's default model), ``"official"`` (the authors' release), their
+        zip, a checkpoint path, or ``resolve_weights``' result; ``random_weights=True`` (with ``preset``)
+        for an untrained model. ``overrides`` replace preset fields (e.g. ``conf_bn_variant="train"``).
+        ``predictor.weights`` says which weights it runs."""
+        resolved = resolve_weights(weights, preset, random_weights)
+        predictor = cls(resolved.build(**overrides), device, exif_transpose=exif_transpose, max_pixels=max_pixels)
+        predictor.weights = resolved
+        return predictor
 
     @torch.inference_mode()
     def predict(self, image, *, noiseprint: bool = False, logits: bool = False) -> TruForResult:

@@ -1,4 +1,17 @@
-"""The authors' released weights on demand: ``--weights official``, a zip, or a checkpoint file.
+"""Which weights a model gets: the project's default model, the authors' release, a zip, a file, or random.
+
+``resolve_weights`` is the one place every CLI (``--weights``, ``reference.weights_args``) and the
+Python API turn a weights choice into a file and a preset:
+
+- nothing: the project's own trained model, ``reference/default_model/trufor_lite.pth.tar``
+  (``DEFAULT_MODEL``), announced on stderr once per process;
+- ``official``: the authors' released weights, fetched and cached as below;
+- a path ending in ``.zip``: the authors' ``TruFor_weights.zip``, checked and unpacked the same way;
+- any other path: a checkpoint file (the official layout, a bare state_dict, a training checkpoint);
+- ``random_weights``: an untrained model of the preset, for pipeline tests, and nothing else gives one.
+
+The preset is the one the checkpoint records (its ``"preset"`` entry; the authors' release is
+``trufor``), else the one asked for, else ``trufor``; asking for another than the recorded one is an error.
 
 ``official`` downloads ``TruFor_weights.zip`` from GRIP-UNINA (or ``TRUFOR_WEIGHTS_URL``, a
 mirror: that link has been down for weeks at a time), checks its MD5 against the authors'
@@ -15,13 +28,16 @@ so the second finds the first's result; a zip whose entries are absolute or clim
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import PRESETS
 from .errors import CheckpointError
 from .home import trufor_home
 from .outputs import atomic_write
@@ -30,6 +46,10 @@ OFFICIAL_URL = "https://www.grip.unina.it/download/prog/TruFor/TruFor_weights.zi
 OFFICIAL_MD5 = "7bee48f3476c75616c3c5721ab256ff8"
 CHECKPOINT_NAME = "trufor.pth.tar"
 OFFICIAL = "official"
+OFFICIAL_PRESET = "trufor"  # the architecture of the authors' release
+DEFAULT_PRESET = "trufor"  # a checkpoint that records none, and --random-weights without --preset
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model" / "trufor_lite.pth.tar"
+MODEL_CARD = "reference/default_model/MODEL_CARD.md"
 LICENCE = (
     "The TruFor weights are (c) GRIP-UNINA, University Federico II of Naples, licensed for "
     "non-commercial use only (informational and nonprofit purposes; cite Guillaro et al., CVPR 2023)."
@@ -51,7 +71,10 @@ class WeightsSource:
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+    return _file_digest(path, hashlib.md5(usedforsecurity=False))
+
+
+def _file_digest(path: Path, digest) -> str:
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
@@ -135,12 +158,119 @@ def weights_from_zip(zip_path: Path, source: WeightsSource | None = None, home: 
     return target
 
 
-def resolve_weights(spec: str | os.PathLike, source: WeightsSource | None = None) -> Path:
-    """``official``, a ``.zip`` of the release, or a checkpoint path -> a checkpoint file to load."""
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights choice made concrete: the checkpoint file (None: random weights), the preset it loads
+    into, how to name it (manifests, scan.json, reports) and the flags that choose it again."""
+
+    path: Path | None
+    preset: str
+    description: str
+    argv: tuple[str, ...] = ()  # () for the default model: no flag chooses it
+
+    @property
+    def random(self) -> bool:
+        return self.path is None
+
+    @functools.cached_property
+    def sha256(self) -> str | None:
+        return None if self.path is None else _file_digest(self.path, hashlib.sha256())
+
+    def build(self, **overrides):
+        """The model with these weights, in eval mode; ``overrides`` replace preset fields."""
+        from .build import build_trufor  # torch loads here, not when the CLIs parse their flags
+
+        return build_trufor(self.preset, self.path, **overrides)
+
+
+_announced: set[Path] = set()
+
+
+def default_model_problem() -> str | None:
+    """Why the project's default model cannot be used here (its file is missing), or None."""
+    if DEFAULT_MODEL.is_file():
+        return None
+    return (f"no --weights given, and the project's default model is not in this installation ({DEFAULT_MODEL} is "
+            "missing: a source tree without it?); pass --weights official for the authors' weights (non-commercial "
+            "licence), --weights PATH for a checkpoint or TruFor_weights.zip, or --random-weights --preset NAME "
+            "to test the pipeline")
+
+
+def recorded_preset(path: Path) -> str | None:
+    """The preset a checkpoint records in its ``"preset"`` entry (the project's files do; the authors' do not)."""
+    from .checkpoint import read_checkpoint  # torch
+
+    checkpoint = read_checkpoint(path, mmap=True)
+    preset = checkpoint.get("preset") if isinstance(checkpoint, Mapping) else None
+    if preset is not None and preset not in PRESETS:
+        raise CheckpointError(f"{path} records preset {preset!r}, which this version does not know "
+                              f"(it knows {', '.join(sorted(PRESETS))})")
+    return preset
+
+
+def _check_preset(preset: str | None) -> None:
+    if preset is not None and preset not in PRESETS:
+        raise CheckpointError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+
+
+def _agreeing_preset(asked: str | None, recorded: str | None, what: str) -> str:
+    """``recorded``, else ``asked``, else the default; ``asked`` must not contradict ``recorded``."""
+    if asked is not None and recorded is not None and asked != recorded:
+        raise CheckpointError(f"--preset {asked} was asked for, but {what} is a {recorded} model (its recorded "
+                              f"preset); drop --preset or pass --preset {recorded}")
+    return recorded or asked or DEFAULT_PRESET
+
+
+def _default_model(preset: str | None) -> ResolvedWeights:
+    problem = default_model_problem()
+    if problem:
+        raise CheckpointError(problem)
+    name = _agreeing_preset(preset, recorded_preset(DEFAULT_MODEL), "the project's default model")
+    if DEFAULT_MODEL not in _announced:  # once per process, however many times it is resolved
+        _announced.add(DEFAULT_MODEL)
+        print(f"trufor: no --weights given, using the project's default model {name} (see {MODEL_CARD}); "
+              f"for casework use --weights {OFFICIAL}", file=sys.stderr)
+    return ResolvedWeights(DEFAULT_MODEL, name, f"the project's default model {name} ({DEFAULT_MODEL})")
+
+
+def resolve_weights(
+    spec: str | os.PathLike | ResolvedWeights | None = None,
+    preset: str | None = None,
+    random_weights: bool = False,
+    source: WeightsSource | None = None,
+) -> ResolvedWeights:
+    """``spec`` (None, ``official``, a ``.zip`` of the release, a checkpoint path, or weights already
+    resolved), the ``preset`` asked for (None: the recorded one) and ``random_weights`` -> the weights to
+    load. ``source`` is where ``official`` comes from and the MD5 a zip must have (default: the
+    environment's, else the authors'). Raises ``CheckpointError`` saying what to pass instead."""
+    _check_preset(preset)
+    if isinstance(spec, ResolvedWeights):
+        if random_weights and not spec.random:
+            raise CheckpointError(f"random weights were asked for, but the weights are {spec.description}")
+        _agreeing_preset(preset, spec.preset, spec.description)
+        return spec
+    if random_weights:
+        if spec is not None:
+            raise CheckpointError(f"--random-weights and --weights {spec} both choose the weights; pick one")
+        name = preset or DEFAULT_PRESET
+        return ResolvedWeights(None, name, f"random weights of preset {name}", ("--random-weights", "--preset", name))
+    if spec is None:
+        return _default_model(preset)
     if str(spec) == OFFICIAL:
-        return official_weights(source)
-    path = Path(spec)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} not found (or pass --weights {OFFICIAL} to download the authors')")
+        path = official_weights(source)
+        name = _agreeing_preset(preset, OFFICIAL_PRESET, "the authors' release")
+        return ResolvedWeights(path, name, f"the authors' TruFor weights ({path})", ("--weights", OFFICIAL))
+    given = Path(spec).expanduser()
+    if not given.is_file():
+        raise CheckpointError(f"weights file {given} not found (or pass --weights {OFFICIAL} to download the "
+                              "authors', or leave --weights out for the project's default model)")
+    given = given.resolve()
     # By suffix: a torch checkpoint is itself a zip archive.
-    return weights_from_zip(path, source) if path.suffix.lower() == ".zip" else path
+    if given.suffix.lower() == ".zip":
+        path = weights_from_zip(given, source)
+        name = _agreeing_preset(preset, OFFICIAL_PRESET, f"the authors' release {given}")
+        return ResolvedWeights(path, name, f"the authors' TruFor weights from {given} ({path})", ("--weights", str(given)))
+    recorded = recorded_preset(given)
+    name = _agreeing_preset(preset, recorded, f"checkpoint {given}")
+    argv = ("--weights", str(given)) + (() if recorded else ("--preset", name))
+    return ResolvedWeights(given, name, f"checkpoint {given}", argv)

@@ -8,11 +8,13 @@ into argparse's usage error (exit status 2).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from export.contract import DEFAULT_TILE, PRECISION_NAMES, WholeImageRule
-from reference.config import PRESETS
+from reference.errors import CheckpointError
 from reference.image import DEFAULT_MAX_PIXELS
+from reference.weights_args import WeightsArgs
 
 from .backends import (
     DEFAULT_ARTIFACTS,
@@ -27,6 +29,8 @@ from .backends import (
 from .decode import ImageOptions
 from .errors import UsageError
 from .tiling import DEFAULT_BATCH_SIZE, WINDOWS, TilingConfig
+
+WEIGHTS = WeightsArgs()
 
 
 def _positive(text: str) -> int:
@@ -52,13 +56,14 @@ class ModelArgs:
         group.add_argument("--backend", default="auto", choices=choices(), help=backend_help())
         group.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="(default: %(default)s)")
 
+        def read_by(flag: str) -> str:
+            return f"; read by --backend {readers(flag)}"
+
         def model_flag(flag: str, text: str, **kwargs) -> None:
-            group.add_argument(flag, help=f"{text}; read by --backend {readers(flag)}", **kwargs)
+            group.add_argument(flag, help=text + read_by(flag), **kwargs)
 
         model_flag("--artifacts", f"folder made by python -m export.build (default: {DEFAULT_ARTIFACTS}/)", type=Path)
-        model_flag("--checkpoint", "official-format weights (trufor.pth.tar)", type=Path)
-        model_flag("--preset", "model variant for --checkpoint (default trufor); alone it means RANDOM weights, "
-                   "for testing", choices=sorted(PRESETS))
+        WEIGHTS.add_to(group, note=read_by)
         model_flag("--device", "device to run on: cpu (default), cuda, cuda:N")
         model_flag("--threads", f"intra-op threads (default: all {cpu_count()} cores)", type=_positive)
         model_flag("--tile-size", f"tile side (default {DEFAULT_TILE}); backends that load artifacts take it from "
@@ -66,21 +71,31 @@ class ModelArgs:
         model_flag("--url", f"gRPC address HOST:PORT of the inference server (default {DEFAULT_SERVER_URL})")
 
     def parse(self, args: argparse.Namespace) -> BackendRequest:
-        flags = {"--artifacts": args.artifacts, "--checkpoint": args.checkpoint, "--preset": args.preset,
-                 "--device": args.device, "--threads": args.threads, "--tile-size": args.tile_size, "--url": args.url}
+        """The request, with the weights of --weights or --random-weights resolved (the authors' downloaded)
+        once the flags are known to fit the backend; without either, the torch backend resolves the
+        project's default model if it is the one that runs."""
+        others = {"--device": args.device, "--threads": args.threads, "--tile-size": args.tile_size, "--url": args.url}
+        given = [
+            *(["--artifacts"] if args.artifacts is not None else []),
+            *WEIGHTS.given(args),
+            *(flag for flag, value in others.items() if value is not None),
+        ]
         request = BackendRequest(
             backend=args.backend,
             precision=args.precision,
             artifacts=args.artifacts if args.artifacts is not None else DEFAULT_ARTIFACTS,
-            checkpoint=args.checkpoint,
             preset=args.preset,
+            random_weights=args.random_weights,
             device=args.device or "cpu",
             threads=args.threads,
             tile_size=args.tile_size,
             url=args.url or DEFAULT_SERVER_URL,
         )
-        check_request(request, [flag for flag, value in flags.items() if value is not None])
-        return request
+        check_request(request, given)
+        try:
+            return replace(request, weights=WEIGHTS.parse(args, defer_default=True))
+        except CheckpointError as error:
+            raise UsageError(str(error)) from None
 
 
 class ImageArgs:

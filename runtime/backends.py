@@ -9,7 +9,10 @@ PyTorch reference. A server (``triton``) is never chosen by ``auto``: it has to 
 
 from __future__ import annotations
 
+import shlex
+
 from export.errors import BackendUnavailableError
+from reference.weights import OFFICIAL, ResolvedWeights
 
 from .errors import UsageError
 from .runners.base import DEFAULT_ARTIFACTS, DEFAULT_SERVER_URL, Backend, BackendRequest, cpu_count
@@ -84,10 +87,16 @@ def check_request(request: BackendRequest, given: list[str]) -> None:
 
 def build_command(request: BackendRequest) -> str:
     """The export command that makes artifacts for this request."""
-    source = f"--checkpoint {request.checkpoint}" if request.checkpoint else "--checkpoint trufor.pth.tar"
-    if request.preset and not request.checkpoint:
-        source = f"--preset {request.preset}"
-    return f"python -m export.build --precision {request.precision} {source} --out {request.artifacts} --onnx-only"
+    if isinstance(request.weights, ResolvedWeights):
+        source = list(request.weights.argv)
+    elif request.weights is not None:
+        source = ["--weights", str(request.weights)]
+    elif request.random_weights:
+        source = ["--random-weights", "--preset", request.preset or "trufor"]
+    else:  # the project's default model, export.build's default too
+        source = ["--preset", request.preset] if request.preset else []
+    return shlex.join(["python", "-m", "export.build", "--precision", request.precision, *source,
+                       "--out", str(request.artifacts), "--onnx-only"])
 
 
 def choose_backend(request: BackendRequest) -> type[Backend]:
@@ -111,7 +120,7 @@ def choose_backend(request: BackendRequest) -> type[Backend]:
         "no backend can run this scan:\n  "
         + "\n  ".join(reasons)
         + f"\nEither build ONNX artifacts:  {build_command(request)}\n"
-        "or run the PyTorch reference:  --backend torch --checkpoint trufor.pth.tar"
+        f"or run the PyTorch reference:  --backend torch --weights {OFFICIAL} (or a checkpoint file)"
     )
 
 

@@ -1,9 +1,6 @@
-"""The runtime layer's errors."""
+"""The runtime layer's errors: its usage errors are the project's one ``UsageError`` (``reference.errors``),
+which the weights flags every CLI shares (``reference.weights_args``) raise too."""
 
-from reference.errors import TruForError
+from reference.errors import TruForError, UsageError
 
-
-class UsageError(TruForError):
-    """Arguments that cannot be honoured together; the message names both sides, and the CLI exits 2."""
-
-    status = "usage_error"
+__all__ = ["TruForError", "UsageError"]

@@ -47,6 +47,7 @@ import numpy as np
 from export.errors import BackendUnavailableError
 from reference.errors import ImageDecodeError, TruForError
 from reference.inputs import InputFile
+from reference.weights import resolve_weights
 
 from .backends import BackendRequest, cpu_count, create_backend
 from .decode import Decoded, ImageOptions, decode, read_failure
@@ -238,7 +239,9 @@ class RayScan:
             backend=backend.name,
             threads=self.threads,
             artifacts=request.artifacts.resolve(),
-            checkpoint=request.checkpoint.resolve() if request.checkpoint else None,
+            # resolved here, to absolute paths: the default model (None) resolves to one on each node
+            weights=(resolve_weights(request.weights, request.preset, request.random_weights)
+                     if request.weights is not None else None),
         )
         self.tiling = tiling
         self.image_options = image_options

@@ -7,7 +7,9 @@ forged fractions, backend, timing), ``DIR/maps/<relpath>.npz`` with the official
 (``--save-maps``), ``DIR/overlays/<relpath>.png`` (``--overlays``) and ``DIR/report.html`` with
 ``DIR/thumbnails/`` (``--report``, see ``runtime.report``). Rerunning the same command skips finished images.
 With ``--ray [ADDRESS]`` the model runs on a Ray cluster's actors (``runtime.ray_scan``); the rows,
-files and resume are the same.
+files and resume are the same. The model: exported artifacts (``--artifacts``, default ``artifacts/``
+when they exist), else the PyTorch reference with ``--weights official|ZIP|PATH``, by default the
+project's own trained model (said in one line).
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
 """Session fixtures: the golden weights and model, a tiny model with non-trivial weights, and its exports
-(session-scoped, one per precision, to keep the suite fast)."""
+(session-scoped, one per precision, to keep the suite fast); a stand-in for the project's default model."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 from export_helpers import export_tiny, make_tiny_model
 from trufor_testing import randomize_, shared_path
 
+import reference.weights as weights
 from reference import build_trufor
 from reference.model import TruFor
 
@@ -63,3 +65,27 @@ def artifacts_dir(tmp_path_factory):
         return folder
 
     return get
+
+
+@pytest.fixture(scope="session")
+def default_model_file(tmp_path_factory) -> Path:
+    """A stand-in for the project's default model: trufor_lite with random weights, saved as the release is."""
+    path = tmp_path_factory.mktemp("default_model") / "trufor_lite.pth.tar"
+    torch.save({"state_dict": build_trufor("trufor_lite").state_dict(), "preset": "trufor_lite", "epoch": 0}, path)
+    return path
+
+
+@pytest.fixture
+def default_model(default_model_file, monkeypatch) -> Path:
+    """``reference.weights.DEFAULT_MODEL`` is the stand-in (in this process), announced afresh."""
+    monkeypatch.setattr(weights, "DEFAULT_MODEL", default_model_file)
+    monkeypatch.setattr(weights, "_announced", set())
+    return default_model_file
+
+
+@pytest.fixture
+def no_default_model(tmp_path, monkeypatch) -> Path:
+    """A tree without the default model's file (in this process), whether or not this checkout has it."""
+    missing = tmp_path / "no_default_model" / "trufor_lite.pth.tar"
+    monkeypatch.setattr(weights, "DEFAULT_MODEL", missing)
+    return missing

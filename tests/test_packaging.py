@@ -4,6 +4,8 @@ built per major, and a cuda-python of another major (13.x needs driver >= 580) f
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -38,3 +40,16 @@ def test_cuda_python_is_pinned_to_the_cuda_major_of_the_tensorrt_wheels():
 def test_the_readme_says_which_driver_each_gpu_extra_needs():
     text = (ROOT / "README.md").read_text()
     assert re.search(r"`\.\[gpu\]`.*\| >= 580 \|", text) and re.search(r"`\.\[gpu-cu12\]`.*\| >= 525", text)
+
+
+def test_the_default_model_file_is_tracked_and_installed_with_the_package():
+    from fnmatch import fnmatch
+
+    from reference.weights import DEFAULT_MODEL
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    relative = DEFAULT_MODEL.relative_to(ROOT / "reference").as_posix()
+    assert any(fnmatch(relative, pattern) for pattern in package_data["reference"]), package_data
+    if shutil.which("git") and (ROOT / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_MODEL.relative_to(ROOT))], cwd=ROOT)
+        assert ignored.returncode == 1, ".gitignore must not hide the default model (*.pth.tar is ignored elsewhere)"

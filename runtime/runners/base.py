@@ -22,6 +22,7 @@ import numpy as np
 
 from export.contract import GRAPH_NAMES, PRECISION_NAMES, GraphSpec, WholeImageRule
 from reference.errors import TruForError
+from reference.weights import ResolvedWeights
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 DEFAULT_SERVER_URL = "localhost:8001"  # an inference server's gRPC port on this machine
@@ -39,8 +40,11 @@ class BackendRequest:
     backend: str = "auto"
     precision: str = "fp32"
     artifacts: Path = DEFAULT_ARTIFACTS
-    checkpoint: Path | None = None
+    # None: no weights flag given (the torch backend runs the project's default model); else what
+    # ``reference.weights.resolve_weights`` takes: "official", a zip or checkpoint path, or its result.
+    weights: str | os.PathLike | ResolvedWeights | None = None
     preset: str | None = None
+    random_weights: bool = False  # untrained weights of ``preset``: pipeline tests only
     device: str = "cpu"
     threads: int | None = None  # intra-op threads; None: all cores
     tile_size: int | None = None  # backends without artifacts; the others take it from the manifest
@@ -164,7 +168,7 @@ class Backend:
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --backend's help
     precisions: ClassVar[tuple[str, ...]] = PRECISION_NAMES
-    flags: ClassVar[tuple[str, ...]] = ()  # the model flags it reads (--artifacts, --checkpoint, --url, ...)
+    flags: ClassVar[tuple[str, ...]] = ()  # the model flags it reads (--artifacts, --weights, --url, ...)
     model_source: ClassVar[str]  # where it takes its model from: said when a flag it does not read is given
     auto: ClassVar[bool] = True  # --backend auto may pick it (in registry order, fastest first)
 

@@ -9,7 +9,9 @@ import numpy as np
 
 from export.contract import GRAPH_NAMES, MIN_SIDE, GraphSpec
 from export.errors import ArtifactError, BackendUnavailableError
-from export.manifest import GraphEntry, Manifest, load_manifest, sha256_file
+from export.manifest import GraphEntry, Manifest, load_manifest
+from reference.errors import TruForError
+from reference.weights import resolve_weights
 
 from .base import Backend, BackendRequest, BaseRunner, Capabilities, ModelIdentity, cpu_count
 
@@ -43,29 +45,41 @@ def default_providers() -> list[str]:
 
 
 def artifacts_identity(manifest: Manifest) -> ModelIdentity:
-    """The model of exported artifacts: their folder and the checkpoint they were exported from."""
-    source = f"checkpoint sha256 {manifest.checkpoint['sha256']}" if manifest.checkpoint else "random weights"
-    random = None if manifest.checkpoint else f"{manifest.path} was exported without a checkpoint: it holds"
+    """The model of exported artifacts: their folder and the weights they were exported from."""
+    checkpoint = manifest.checkpoint
+    if checkpoint is None:
+        source = "random weights"
+    elif "description" in checkpoint:  # manifests written since --weights
+        source = f"{checkpoint['description']}, sha256 {checkpoint['sha256']}"
+    else:
+        source = f"checkpoint sha256 {checkpoint['sha256']}"
+    random = None if checkpoint else f"{manifest.path} was exported without a checkpoint: it holds"
     return ModelIdentity(f"artifacts {manifest.directory.resolve()} ({source})", random)
 
 
 def other_model(request: BackendRequest, manifest: Manifest) -> str | None:
-    """Why the artifacts hold another model than the --checkpoint / --preset asked for (auto only)."""
-    if request.checkpoint is None and request.preset is None:
+    """Why the artifacts hold another model than --weights / --random-weights / --preset ask for (auto only).
+    Without a weights flag the artifacts are used whatever they hold."""
+    if request.weights is None and not request.random_weights:
+        if request.preset is not None and request.preset != manifest.preset:
+            return f"{manifest.path} was built for preset {manifest.preset}, not --preset {request.preset}"
         return None
     built_from = (
-        f"checkpoint {manifest.checkpoint['path']} (sha256 {manifest.checkpoint['sha256'][:12]})"
+        f"{manifest.checkpoint.get('description', 'checkpoint ' + manifest.checkpoint['path'])} "
+        f"(sha256 {manifest.checkpoint['sha256'][:12]})"
         if manifest.checkpoint
         else "random weights"
     )
-    if request.checkpoint is None:
-        return f"{manifest.path} holds {built_from}, not the random weights of --preset {request.preset}"
-    if not request.checkpoint.is_file():
-        return f"checkpoint {request.checkpoint} does not exist"
-    if manifest.checkpoint is None or sha256_file(request.checkpoint) != manifest.checkpoint["sha256"]:
-        return f"{manifest.path} was built from {built_from}, not from --checkpoint {request.checkpoint}"
-    if manifest.preset != (request.preset or "trufor"):
-        return f"{manifest.path} was built for preset {manifest.preset}, not {request.preset or 'trufor'}"
+    try:
+        weights = resolve_weights(request.weights, request.preset, request.random_weights)
+    except TruForError as error:
+        return str(error)
+    if weights.random:  # a fresh random init is never the artifacts' weights
+        return f"{manifest.path} holds {built_from}, not the random weights of --preset {weights.preset}"
+    if manifest.checkpoint is None or weights.sha256 != manifest.checkpoint["sha256"]:
+        return f"{manifest.path} was built from {built_from}, not from {weights.description}"
+    if manifest.preset != weights.preset:
+        return f"{manifest.path} was built for preset {manifest.preset}, not {weights.preset}"
     return None
 
 

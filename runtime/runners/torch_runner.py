@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from engines.importer import lazy_import
 from export.contract import DEFAULT_TILE, graph_specs
+from reference.weights import OFFICIAL, ResolvedWeights, default_model_problem, resolve_weights
+from reference.weights_args import FLAGS as WEIGHTS_FLAGS
 
 from .base import Backend, BackendRequest, BaseRunner, Capabilities, ModelIdentity
 
@@ -74,10 +77,10 @@ class TorchRunner(BaseRunner):
 
 class TorchBackend(Backend):
     name = "torch"
-    summary = "the PyTorch reference model (--checkpoint or --preset; fp16 on CUDA)"
+    summary = "the PyTorch reference model (--weights, default the project's trained model; fp16 on CUDA)"
     precisions = ("fp32", "fp16")
-    flags = ("--checkpoint", "--preset", "--device", "--tile-size", "--threads")
-    model_source = "pass --checkpoint FILE for torch"
+    flags = (*WEIGHTS_FLAGS, "--device", "--tile-size", "--threads")
+    model_source = f"pass --weights {OFFICIAL}|ZIP|PATH (or nothing, for the project's default model) for torch"
 
     def __init__(self, model, device="cpu", tile_size: int = DEFAULT_TILE, identity: ModelIdentity | None = None,
                  *, device_tensors: bool = False, capabilities: Capabilities | None = None):
@@ -119,21 +122,21 @@ class TorchBackend(Backend):
     def unavailable(cls, request: BackendRequest) -> str | None:
         if importlib.util.find_spec("torch") is None:
             return "PyTorch is not installed"
-        if request.checkpoint is None and request.preset is None:
-            return "the torch backend needs --checkpoint FILE (official weights) or --preset NAME (random weights)"
-        if request.checkpoint is not None and not request.checkpoint.is_file():
-            return f"checkpoint {request.checkpoint} does not exist"
+        if request.weights is None and not request.random_weights:
+            return default_model_problem()
+        unresolved = request.weights is not None and not isinstance(request.weights, ResolvedWeights)
+        if unresolved and str(request.weights) != OFFICIAL and not Path(request.weights).expanduser().is_file():
+            return f"weights file {request.weights} does not exist"
         return None
 
     @classmethod
     def create(cls, request: BackendRequest) -> TorchBackend:
-        from reference.build import build_trufor
-
         if request.threads:
             torch.set_num_threads(request.threads)
-        model = build_trufor(request.preset or "trufor", request.checkpoint)
+        weights = resolve_weights(request.weights, request.preset, request.random_weights)
+        model = weights.build()
         tile_size = request.tile_size or DEFAULT_TILE
-        identity = checkpoint_identity(request)
+        identity = weights_identity(weights)
         if request.device.startswith("cuda"):
             from .torch_cuda import TorchCudaBackend
 
@@ -167,10 +170,9 @@ class TorchBackend(Backend):
         return {"map": probs.map, "conf": probs.conf, "score": probs.score}
 
 
-def checkpoint_identity(request: BackendRequest) -> ModelIdentity:
-    """The model of a --checkpoint (its path and size) or of --preset's random weights."""
-    if request.checkpoint is None:
-        return ModelIdentity(f"preset {request.preset} (random weights)",
-                             f"--preset {request.preset} without --checkpoint runs")
-    size = request.checkpoint.stat().st_size
-    return ModelIdentity(f"checkpoint {request.checkpoint.resolve()} ({size} bytes), preset {request.preset or 'trufor'}")
+def weights_identity(weights: ResolvedWeights) -> ModelIdentity:
+    """The model of resolved weights: what they are and their sha256, or a preset's random weights."""
+    if weights.random:
+        return ModelIdentity(f"preset {weights.preset} (random weights)",
+                             f"--random-weights --preset {weights.preset} runs")
+    return ModelIdentity(f"{weights.description}, sha256 {weights.sha256}, preset {weights.preset}")

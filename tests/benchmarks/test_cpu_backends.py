@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import pytest
+import torch
 from export_helpers import export_copy, random_image, reference_outputs
 
-from benchmarks.cpu_backends import _plain_predict, export_plain, measure
+from benchmarks.cpu_backends import _plain_predict, export_plain, main, measure
 
 
 def test_plain_baseline_runs_the_reference_model(tmp_path, reference_model):
@@ -21,3 +23,15 @@ def test_plain_baseline_runs_the_reference_model(tmp_path, reference_model):
     assert det_logit.shape == (1, 1)
     row = measure("plain", "40x56", argparse.Namespace(plain_graph=str(graph), threads=1, repeats=1))
     assert row["run"] == "plain" and row["mode"] == "whole" and row["median_s"] > 0
+
+
+def test_the_torch_run_takes_the_weights_flags_and_names_its_model(tmp_path, tiny_model, capsys):
+    path = tmp_path / "tiny.pth.tar"
+    torch.save({"state_dict": tiny_model.state_dict(), "preset": "tiny"}, path)
+    args = argparse.Namespace(artifacts=str(tmp_path), weights=str(path), weights_url=None, weights_md5=None, preset=None,
+                              random_weights=False, threads=1, repeats=1)
+    row = measure("torch", "40x56", args)
+    assert row["run"] == "torch" and row["model"].startswith(f"checkpoint {path}, sha256 ")
+    with pytest.raises(SystemExit) as error:
+        main(["--weights", str(path), "--random-weights"])
+    assert error.value.code == 2 and "pick one" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def test_cli_with_the_torch_backend(tmp_path, capsys):
     torch.manual_seed(0)
     torch.save({"epoch": 1, "state_dict": build_trufor("tiny").state_dict()}, tmp_path / "tiny.pth.tar")
     out = tmp_path / "results.json"
-    code = main(["--data", str(data), "--backend", "torch", "--checkpoint", str(tmp_path / "tiny.pth.tar"),
+    code = main(["--data", str(data), "--backend", "torch", "--weights", str(tmp_path / "tiny.pth.tar"),
                  "--preset", "tiny", "--json", str(out), "--threads", "1", "--perturb", "jpeg:50", "resize:0.75"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -99,8 +99,9 @@ def test_cli_with_the_torch_backend(tmp_path, capsys):
     "argv, message",
     [
         (["--backend", "onnxruntime"], "needs --artifacts"),
-        (["--backend", "torch"], "needs --checkpoint"),
-        (["--backend", "torch", "--checkpoint", "x", "--artifacts", "y"], "--artifacts is for --backend onnxruntime"),
+        (["--backend", "onnxruntime", "--artifacts", "y", "--weights", "x"], "pass --artifacts DIR, not --weights"),
+        (["--backend", "torch", "--weights", "x", "--random-weights"], "--random-weights and --weights x"),
+        (["--backend", "torch", "--weights", "x", "--artifacts", "y"], "--artifacts is for --backend onnxruntime"),
         (["--backend", "torch", "--random-weights", "--perturb", "jpeg:0"], "--perturb: jpeg value '0'"),
     ],
 )
@@ -108,3 +109,19 @@ def test_cli_usage_errors(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(tmp_path), *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_without_weights_the_torch_backend_evaluates_the_default_model(tmp_path, no_default_model, capsys):
+    data = write_pairs(tmp_path / "set", count=1, pristine=0)
+    assert main(["--data", str(data), "--backend", "torch", "--threads", "1"]) == 1
+    assert "evaluation failed: no --weights given, and the project's default model" in capsys.readouterr().err
+
+
+def test_the_python_api_takes_the_weights(tmp_path, default_model):
+    from benchmarks.evaluate import evaluate_backend
+
+    data = write_pairs(tmp_path / "set", count=1, pristine=1)
+    results = evaluate_backend([str(data)], "torch", random_weights=True, preset="tiny", threads=1)
+    assert results["backend"].startswith("torch (random weights of preset tiny, preset tiny,")
+    results = evaluate_backend([str(data)], "torch", threads=1)
+    assert results["backend"].startswith(f"torch (the project's default model trufor_lite ({default_model}), preset trufor_lite")

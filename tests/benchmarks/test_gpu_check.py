@@ -17,7 +17,7 @@ from benchmarks.gpu_report import markdown, table
 from engines.errors import EngineBuildError
 from engines.cuda import gpu_unavailable_reason
 
-TINY = ["--device", "cpu", "--preset", "tiny", "--sizes", "32x32,48x64", "--tiled-size", "70x90",
+TINY = ["--device", "cpu", "--random-weights", "--preset", "tiny", "--sizes", "32x32,48x64", "--tiled-size", "70x90",
         "--speedup-size", "48x64", "--scan-images", "3", "--scan-sizes", "32x32,40x48", "--repeats", "2",
         "--warmup", "1", "--tile-size", "64", "--tile-threshold-pixels", "4096", "--workers", "1", "--no-tests"]
 
@@ -140,3 +140,18 @@ def test_tile_time_waited_for_is_not_counted_as_stitching(monkeypatch):
     batches = -(-len(TileGrid.for_image(120, 150, TILE, TILE // 4)) // 4)
     assert row["mode"] == "tiled" and stages["tile"] >= 50 * batches
     assert stages["stitch"] < 50, stages
+
+
+def test_weights_flags_and_the_default_weights(tmp_path, shared, default_model):
+    import torch
+
+    config = gpu_check.parse_args(["--out", str(tmp_path), "--shared", str(shared)])
+    assert config.weights is None and config.preset is None
+    weights, text = gpu_check.model_weights(config)  # this shared/ has no golden recipe: the default model
+    assert weights.path == default_model and text.startswith("the project's default model trufor_lite")
+    config = gpu_check.parse_args(["--out", str(tmp_path), "--random-weights", "--preset", "tiny"])
+    assert gpu_check.model_weights(config)[1] == "RANDOM weights of preset tiny (parity on them is weak evidence)"
+    path = tmp_path / "tiny.pth.tar"
+    torch.save({"state_dict": {}, "preset": "tiny"}, path)
+    weights, text = gpu_check.model_weights(gpu_check.parse_args(["--out", str(tmp_path), "--weights", str(path)]))
+    assert weights.preset == "tiny" and text == f"checkpoint {path}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -9,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import reference.weights
 from export.build import EXIT_NO_ENGINE, EXIT_OK, main
 from export.manifest import load_manifest
+from reference import build_trufor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,8 +47,8 @@ def test_bad_tile_and_misplaced_calib_are_refused():
 def test_int8_layers_default_and_order():
     from export.build import parse_args
 
-    assert parse_args(["--precision", "int8"]).int8_layers == ("encoder_q", "encoder_fc1")
-    chosen = parse_args(["--precision", "int8", "--int8-layers", "encoder_fc1", "dncnn", "encoder_fc1"])
+    assert parse_args(["--precision", "int8", "--random-weights"]).int8_layers == ("encoder_q", "encoder_fc1")
+    chosen = parse_args(["--precision", "int8", "--random-weights", "--int8-layers", "encoder_fc1", "dncnn", "encoder_fc1"])
     assert chosen.int8_layers == ("encoder_fc1", "dncnn")
 
 
@@ -52,7 +56,9 @@ def test_int8_layers_default_and_order():
 def test_without_tensorrt_exits_2_and_says_why(tmp_path):
     """End to end in a subprocess: real export, files and manifest written, exit 2 and the reason."""
     out = tmp_path / "art"
-    result = _run("--preset", "tiny", "--precision", "fp32", "--out", str(out), "--tile", "32")
+    weights = tmp_path / "tiny.pth.tar"
+    torch.save({"state_dict": build_trufor("tiny").state_dict(), "preset": "tiny"}, weights)
+    result = _run("--weights", str(weights), "--precision", "fp32", "--out", str(out), "--tile", "32")
     assert result.returncode == EXIT_NO_ENGINE, result.stdout + result.stderr
     assert "No TensorRT engine was built" in result.stdout and "TensorRT is not installed" in result.stdout
     assert f"ONNX artifacts ready in {out}" in result.stdout
@@ -61,6 +67,27 @@ def test_without_tensorrt_exits_2_and_says_why(tmp_path):
     manifest = load_manifest(out, "fp32")  # the artifacts are complete and valid anyway
     assert manifest.preset == "tiny" and manifest.tile_size == 32
     assert manifest.config["conf_bn_variant"] == "docker"
+    assert manifest.checkpoint == {"path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                                   "description": f"checkpoint {weights}"}
+    assert f"python -m export.build --precision fp32 --out {out} --weights {weights}" in result.stdout
+
+
+def test_weights_flags_choose_the_weights_and_their_preset(tmp_path, monkeypatch, default_model, capsys):
+    from export.build import parse_args
+
+    config = parse_args(["--precision", "fp32"])
+    assert config.weights.path == default_model and config.preset == "trufor_lite"
+    assert "no --weights given, using the project's default model trufor_lite" in capsys.readouterr().err
+    official = tmp_path / "trufor.pth.tar"
+    official.write_bytes(b"stands in for the authors' file")
+    monkeypatch.setattr(reference.weights, "official_weights", lambda source: official)
+    config = parse_args(["--precision", "fp32", "--weights", "official"])
+    assert config.weights.path == official and config.preset == "trufor"
+    config = parse_args(["--precision", "fp32", "--random-weights", "--preset", "tiny"])
+    assert config.weights.random and config.preset == "tiny"
+    with pytest.raises(SystemExit) as error:
+        parse_args(["--precision", "fp32", "--weights", "official", "--preset", "tiny"])
+    assert error.value.code == 2 and "--preset tiny was asked for, but the authors' release is a trufor model" in capsys.readouterr().err
 
 
 def test_onnx_only_exits_0(artifacts_dir, monkeypatch, capsys):
@@ -69,7 +96,8 @@ def test_onnx_only_exits_0(artifacts_dir, monkeypatch, capsys):
 
     folder = artifacts_dir("fp32")
     monkeypatch.setattr(export.pipeline, "export_artifacts", lambda config, step: folder / "manifest.fp32.json")
-    assert main(["--preset", "tiny", "--precision", "fp32", "--onnx-only", "--out", str(folder), "--tile", "64"]) == EXIT_OK
+    argv = ["--random-weights", "--preset", "tiny", "--precision", "fp32", "--onnx-only", "--out", str(folder), "--tile", "64"]
+    assert main(argv) == EXIT_OK
     printed = capsys.readouterr().out
     assert "No TensorRT engine" not in printed
     assert f"python -m runtime.scan INPUT --out results --artifacts {folder} --precision fp32" in printed

@@ -139,7 +139,8 @@ def test_triton_flags_need_triton_and_valid_values(capsys):
         with pytest.raises(SystemExit) as error:
             parse_args(["--precision", "fp32", *argv])
         assert error.value.code == 2 and message in capsys.readouterr().err
-    config = parse_args(["--precision", "fp32", "--triton", "r", "--triton-device", "gpu", "--triton-threads", "4"])
+    config = parse_args(["--precision", "fp32", "--random-weights", "--triton", "r", "--triton-device", "gpu",
+                         "--triton-threads", "4"])
     assert config.triton_options == TritonOptions(device="gpu", threads=4)
 
 
@@ -148,7 +149,7 @@ def test_build_writes_the_repository_and_prints_the_commands(artifacts_dir, tmp_
 
     folder = artifacts_dir("fp32")
     monkeypatch.setattr(export.pipeline, "export_artifacts", lambda config, step: folder / "manifest.fp32.json")
-    argv = ["--preset", "tiny", "--precision", "fp32", "--onnx-only", "--out", str(folder), "--tile", "64",
+    argv = ["--random-weights", "--preset", "tiny", "--precision", "fp32", "--onnx-only", "--out", str(folder), "--tile", "64",
             "--triton", str(tmp_path / "repo")]
     assert main(argv) == EXIT_OK
     printed = capsys.readouterr().out

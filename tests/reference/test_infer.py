@@ -34,7 +34,7 @@ def test_writes_official_fields_per_relative_path_and_skips_existing(tmp_path, c
     write_image(images / "sub" / "a.png", seed=1)
     (images / "sub" / "notes.txt").write_text("not an image, not picked up from a folder")
     out = tmp_path / "out"
-    args = ["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out), "--save-np"]
+    args = ["--weights", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out), "--save-np"]
     assert main(args) == 0
     produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert produced == ["a.png.npz", "sub/a.png.npz"]
@@ -51,7 +51,7 @@ def test_writes_official_fields_per_relative_path_and_skips_existing(tmp_path, c
 
 def test_reference_cli_matches_the_python_api(tmp_path, checkpoint):
     pixels = write_image(tmp_path / "one.png")
-    assert main(["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 0
+    assert main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 0
     model = build_trufor("tiny", checkpoint=checkpoint)
     from reference.predictor import ReferencePredictor
 
@@ -68,7 +68,7 @@ def test_bad_files_are_reported_and_the_run_continues(tmp_path, checkpoint, caps
     (images / "text.png").write_text("hello")
     Image.new("RGB", (20, 20)).save(images / "small.png")
     out = tmp_path / "out"
-    status = main(["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out)])
+    status = main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(images), "--output", str(out)])
     assert status == 1
     assert sorted(p.name for p in out.iterdir()) == ["good.png.npz"]  # no temp files, nothing for bad inputs
     err = capsys.readouterr()
@@ -76,11 +76,27 @@ def test_bad_files_are_reported_and_the_run_continues(tmp_path, checkpoint, caps
     assert "FAILED" in err.out
 
 
-def test_missing_input_and_model_choice_are_usage_errors(tmp_path, checkpoint):
-    assert main(["--checkpoint", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
+def test_missing_input_and_model_choice_are_usage_errors(tmp_path, checkpoint, no_default_model, capsys):
+    assert main(["--weights", str(checkpoint), "--preset", "tiny", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
     with pytest.raises(SystemExit) as exit_info:
-        main(["--input", str(tmp_path), "--output", str(tmp_path)])
-    assert exit_info.value.code == 2
+        main(["--random-weights", "--weights", str(checkpoint), "--input", str(tmp_path), "--output", str(tmp_path)])
+    assert exit_info.value.code == 2 and "pick one" in capsys.readouterr().err
+    write_image(tmp_path / "one.png")
+    assert main(["--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "default model is not in this installation" in err and "--weights official" in err
+
+
+def test_without_weights_the_default_model_runs_and_says_so(tmp_path, default_model, capsys):
+    pixels = write_image(tmp_path / "one.png", size=(40, 36))
+    assert main(["--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]) == 0
+    assert "using the project's default model trufor_lite" in capsys.readouterr().err
+    from reference.predictor import ReferencePredictor
+
+    expected = ReferencePredictor(build_trufor("trufor_lite", checkpoint=default_model)).predict(pixels)
+    with np.load(tmp_path / "o" / "one.png.npz") as npz:
+        np.testing.assert_array_equal(npz["map"], expected.map)
+        assert npz["map"].shape == (36, 40)
 
 
 def test_collect_inputs_globs_lists_and_collisions(tmp_path):

@@ -147,8 +147,9 @@ def test_local_zip_and_checkpoint_paths_resolve_offline(tmp_path, release, monke
     archive.write_bytes(release["zip"])
     checkpoint.write_bytes(release["checkpoint"])
     monkeypatch.setenv("TRUFOR_WEIGHTS_MD5", md5(release["zip"]))
-    assert resolve_weights(checkpoint) == checkpoint
-    assert resolve_weights(archive).read_bytes() == release["checkpoint"]
+    assert resolve_weights(checkpoint).path == checkpoint.resolve()
+    from_zip = resolve_weights(archive)
+    assert from_zip.path.read_bytes() == release["checkpoint"] and from_zip.preset == "trufor"
     monkeypatch.setenv("TRUFOR_WEIGHTS_MD5", "0" * 32)
     with pytest.raises(CheckpointError, match="expected 0000"):
         resolve_weights(archive)

@@ -36,7 +36,7 @@ def ort_artifacts(tmp_path_factory):
     torch.save({"state_dict": model.state_dict(), "epoch": 0}, checkpoint)
     out = folder / "artifacts"
     command = [
-        sys.executable, "-m", "export.build", "--preset", "tiny", "--checkpoint", str(checkpoint),
+        sys.executable, "-m", "export.build", "--preset", "tiny", "--weights", str(checkpoint),
         "--precision", "fp32", "--onnx-only", "--tile", str(TILE), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -18,18 +19,31 @@ from runtime.runners.base import Backend, BaseRunner, ModelIdentity
 from runtime.scan import main
 
 
-def test_auto_prefers_onnxruntime_only_for_the_same_model(ort_artifacts, tmp_path):
+def test_auto_prefers_onnxruntime_only_for_the_same_model(ort_artifacts, tmp_path, default_model):
     out, _ = ort_artifacts
     same = out.parent / "tiny.pth.tar"
     other = tmp_path / "other.pth.tar"
     torch.save({"state_dict": tiny_with_weights(seed=9).state_dict(), "epoch": 0}, other)
-    assert choose_backend(BackendRequest(artifacts=out)).name == "onnxruntime"
-    assert choose_backend(BackendRequest(artifacts=out, checkpoint=same, preset="tiny")).name == "onnxruntime"
-    assert choose_backend(BackendRequest(artifacts=out, checkpoint=other, preset="tiny")).name == "torch"
+    assert choose_backend(BackendRequest(artifacts=out)).name == "onnxruntime"  # no weights flag: what they hold
+    assert choose_backend(BackendRequest(artifacts=out, weights=same, preset="tiny")).name == "onnxruntime"
+    assert choose_backend(BackendRequest(artifacts=out, weights=other, preset="tiny")).name == "torch"
+    assert choose_backend(BackendRequest(artifacts=out, random_weights=True, preset="tiny")).name == "torch"
+    assert choose_backend(BackendRequest(artifacts=out, weights=default_model)).name == "torch"
+    assert choose_backend(BackendRequest(artifacts=out, preset="trufor_lite")).name == "torch"  # the default model
     with pytest.raises(BackendUnavailableError, match=r"torch: runs fp32 \(and fp16 with --device cuda\), but --precision int8"):
-        choose_backend(BackendRequest(artifacts=out, precision="int8", checkpoint=same, preset="tiny"))
+        choose_backend(BackendRequest(artifacts=out, precision="int8", weights=same, preset="tiny"))
     with pytest.raises(BackendUnavailableError, match=r"torch: runs .*but --precision fp16 was given without --device cuda"):
-        choose_backend(BackendRequest(artifacts=out, precision="fp16", checkpoint=same, preset="tiny"))
+        choose_backend(BackendRequest(artifacts=out, precision="fp16", weights=same, preset="tiny"))
+
+
+def test_the_artifacts_name_the_weights_they_were_exported_from(ort_artifacts):
+    from runtime.runners.ort_runner import OrtBackend
+
+    out, _ = ort_artifacts
+    same = (out.parent / "tiny.pth.tar").resolve()
+    sha256 = hashlib.sha256(same.read_bytes()).hexdigest()
+    description = OrtBackend(out, "fp32").identity.description
+    assert description == f"artifacts {out.resolve()} (checkpoint {same}, sha256 {sha256})"
 
 
 class BrightnessRunner(BaseRunner):
@@ -79,8 +93,8 @@ def test_a_new_backend_is_one_class_and_one_registry_entry(tmp_path, monkeypatch
     assert json.loads((out / "scan.json").read_text())["model"] == "brightness of the pixels"
     assert "RANDOM WEIGHTS" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "0.png"), "--out", str(out), "--backend", "brightness", "--checkpoint", "w.pth"])
-    assert ("--checkpoint is read by --backend torch only, but --backend brightness was given; brightness needs no "
+        main([str(tmp_path / "0.png"), "--out", str(out), "--backend", "brightness", "--weights", "w.pth"])
+    assert ("--weights is read by --backend torch only, but --backend brightness was given; brightness needs no "
             "model") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -63,7 +63,7 @@ def write_images(folder: Path, count: int, seed: int) -> Path:
 
 
 def model_flags(checkpoint: Path) -> list[str]:
-    return ["--checkpoint", str(checkpoint), "--preset", "tiny", "--threads", "1", "--workers", "2"]
+    return ["--weights", str(checkpoint), "--preset", "tiny", "--threads", "1", "--workers", "2"]
 
 
 def test_calibrate_then_scan_with_the_threshold_file(tmp_path, tiny_checkpoint, capsys):
@@ -110,7 +110,7 @@ def test_a_threshold_from_another_model_or_a_bad_file_is_refused(tmp_path, tiny_
     threshold_file = tmp_path / "threshold.json"
     argv = [str(image), "--target-fpr", "0.5", "--out", str(threshold_file)]
     assert calibrate_main([*argv, *model_flags(tiny_checkpoint)]) == 0
-    random_weights = ["--preset", "tiny", "--threshold-file", str(threshold_file)]
+    random_weights = ["--random-weights", "--preset", "tiny", "--threshold-file", str(threshold_file)]
     assert scan_main([str(image), "--out", str(tmp_path / "scan"), *random_weights]) == 2
     assert "was calibrated on checkpoint" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"threshold": 0.3}')

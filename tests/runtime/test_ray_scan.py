@@ -132,7 +132,7 @@ class CrashAlways(ScanActor):
 
 
 def ray_rows(folder: Path, out: Path, checkpoint: Path, actor_class: type) -> list[dict]:
-    request = BackendRequest(backend="torch", checkpoint=checkpoint, preset="tiny", tile_size=64, threads=1)
+    request = BackendRequest(backend="torch", weights=checkpoint, preset="tiny", tile_size=64, threads=1)
     options = OutputOptions(out, save_maps=True, overlays=False, decision=DecisionRule(), retry_errors=False, workers=1)
     out.mkdir()
     job = RayScan(
@@ -258,7 +258,7 @@ def test_a_token_protected_cluster_started_with_ray_start_is_joined_by_address(t
     folder = tmp_path / "in"
     save(folder / "a.png", Image.fromarray(noise_image(48, 48)))
     command = [
-        sys.executable, "-m", "runtime.scan", str(folder), "--checkpoint", str(tiny_checkpoint), "--preset", "tiny",
+        sys.executable, "-m", "runtime.scan", str(folder), "--weights", str(tiny_checkpoint), "--preset", "tiny",
         "--tile-size", "64", f"--ray=127.0.0.1:{port}",
     ]  # fmt: skip
     try:

@@ -38,7 +38,7 @@ def by_relpath(out: Path) -> dict[str, dict]:
 
 
 def scan(inputs, out, checkpoint, *extra) -> int:
-    argv = [*map(str, inputs), "--out", str(out), "--checkpoint", str(checkpoint), "--preset", "tiny"]
+    argv = [*map(str, inputs), "--out", str(out), "--weights", str(checkpoint), "--preset", "tiny"]
     argv += ["--workers", "2", "--tile-size", "64", *extra]
     return main(argv)
 
@@ -308,10 +308,13 @@ def test_changed_settings_refuse_to_resume_and_name_both_sides(tmp_path, tiny_ch
         (["--backend", "torch", "--precision", "int8"], "--backend torch runs fp32 (and fp16 with --device cuda)"),
         (["--backend", "torch", "--precision", "fp16"], "was given without --device cuda"),
         (["--backend", "torch", "--device", "cuda", "--precision", "int8"], "--precision int8 was given;"),
-        (["--backend", "onnxruntime", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only"),
+        (["--backend", "onnxruntime", "--weights", "w.pth"], "--weights is read by --backend torch only"),
         (["--backend", "torch", "--artifacts", "a/"], "--artifacts is read by --backend tensorrt or onnxruntime only, "
-         "but --backend torch was given; pass --checkpoint FILE for torch"),
-        (["--checkpoint", "w.pth", "--artifacts", "a/"], "--artifacts and --checkpoint name two different models (--artifacts: --backend tensorrt or onnxruntime; --checkpoint: --backend torch)"),
+         "but --backend torch was given; pass --weights official|ZIP|PATH (or nothing, for the project's default model) for torch"),
+        (["--weights", "w.pth", "--artifacts", "a/"], "--artifacts and --weights name two different models (--artifacts: --backend tensorrt or onnxruntime; --weights: --backend torch)"),
+        (["--backend", "onnxruntime", "--random-weights"], "--random-weights is read by --backend torch only"),
+        (["--random-weights", "--weights", "w.pth"], "--random-weights and --weights w.pth both choose the weights"),
+        (["--weights", "missing.pth"], "weights file missing.pth not found"),
         (["--threshold", "1.5"], "--threshold must be within"),
         (["--tile-window", "round"], "invalid choice"),
     ],
@@ -323,12 +326,13 @@ def test_conflicting_arguments_exit_2_naming_both_sides(tmp_path, args, message,
     assert message in capsys.readouterr().err
 
 
-def test_no_model_exits_2_and_says_what_to_run(tmp_path, capsys, monkeypatch):
+def test_no_model_exits_2_and_says_what_to_run(tmp_path, capsys, monkeypatch, no_default_model):
     monkeypatch.chdir(tmp_path)
     path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
     assert main([str(path), "--out", "out"]) == 2
     err = capsys.readouterr().err
-    assert "python -m export.build --precision fp32" in err and "--backend torch --checkpoint" in err
+    assert "python -m export.build --precision fp32" in err and "--backend torch --weights official" in err
+    assert "the project's default model is not in this installation" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -339,7 +343,7 @@ def test_kill_9_mid_run_then_rerun_gives_every_file_once(tmp_path, tiny_checkpoi
         save(folder / name, Image.fromarray(noise_image(160, 192, seed=i)))
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "runtime.scan", str(folder), "--out", str(out), "--checkpoint", str(tiny_checkpoint),
+        sys.executable, "-m", "runtime.scan", str(folder), "--out", str(out), "--weights", str(tiny_checkpoint),
         "--preset", "tiny", "--save-maps", "--overlays", "--workers", "1", "--batch-size", "1", "--tile-size", "64",
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -379,8 +383,8 @@ def test_a_second_scan_into_the_same_folder_is_refused(tmp_path):
 
 def test_random_weights_are_announced_and_real_ones_are_not(tmp_path, tiny_checkpoint, capsys):
     path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
-    assert main([str(path), "--out", str(tmp_path / "random"), "--backend", "torch", "--preset", "tiny"]) == 0
-    assert "WARNING: --preset tiny without --checkpoint runs RANDOM WEIGHTS" in capsys.readouterr().err
+    assert main([str(path), "--out", str(tmp_path / "random"), "--backend", "torch", "--random-weights", "--preset", "tiny"]) == 0
+    assert "WARNING: --random-weights --preset tiny runs RANDOM WEIGHTS" in capsys.readouterr().err
     assert scan([path], tmp_path / "real", tiny_checkpoint) == 0
     assert "RANDOM WEIGHTS" not in capsys.readouterr().err
 
@@ -401,3 +405,25 @@ def test_rows_and_scan_json_name_the_backend_that_ran(tmp_path, tiny_checkpoint,
     settings = json.loads((out / "scan.json").read_text())
     assert settings["backend"] == "torch" and settings["backends_ran"] == {"onnxruntime": 1, "torch": 1}
     assert settings["tile_threshold_pixels"] == 5000 and settings["whole_max_side"] == 2048
+
+
+def test_without_weights_the_default_model_runs_and_says_so(tmp_path, default_model, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no artifacts/ here: auto takes the torch backend
+    path = save(tmp_path / "a.png", Image.fromarray(noise_image(48, 48)))
+    assert main([str(path), "--out", "out", "--workers", "1", "--tile-size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no --weights given, using the project's default model trufor_lite") == 1 and "RANDOM" not in err
+    model = json.loads((tmp_path / "out" / "scan.json").read_text())["model"]
+    assert model.startswith(f"the project's default model trufor_lite ({default_model}), sha256 ")
+
+
+def test_weights_flags_resolve_at_the_cli_edge(tmp_path, monkeypatch):
+    import reference.weights
+    from runtime.scan import GROUPS, build_parser
+
+    official = tmp_path / "trufor.pth.tar"
+    official.write_bytes(b"stands in for the authors' file")
+    monkeypatch.setattr(reference.weights, "official_weights", lambda source: official)
+    request = GROUPS["model"].parse(build_parser().parse_args(["x.png", "--out", "o", "--weights", "official"]))
+    assert request.weights.path == official and request.weights.preset == "trufor"
+    assert GROUPS["model"].parse(build_parser().parse_args(["x.png", "--out", "o"])).weights is None

@@ -27,7 +27,7 @@ def test_trained_checkpoint_exports_and_matches_on_onnxruntime(tmp_path):
     release(tmp_path / "p3" / LAST, model, None, "train", "docker", "float32")
     artifacts = tmp_path / "artifacts"
     done = subprocess.run(
-        [sys.executable, "-m", "export.build", "--preset", "tiny", "--checkpoint", str(model), "--precision", "fp32",
+        [sys.executable, "-m", "export.build", "--preset", "tiny", "--weights", str(model), "--precision", "fp32",
          "--onnx-only", "--out", str(artifacts), "--tile", "64"],
         cwd=REPO, capture_output=True, text=True,
     )

@@ -136,7 +136,7 @@ def parse_model_args(*argv: str):
         (["--backend", "onnxruntime", "--url", "h:1"], "--url is read by --backend triton only"),
         (["--backend", "triton", "--artifacts", "a/"], "--artifacts is read by --backend tensorrt or onnxruntime only, "
          "but --backend triton was given; triton runs the models of the server at --url, not a local model"),
-        (["--backend", "triton", "--checkpoint", "w.pth"], "--checkpoint is read by --backend torch only, but --backend "
+        (["--backend", "triton", "--weights", "w.pth"], "--weights is read by --backend torch only, but --backend "
          "triton was given; triton runs the models of the server at --url, not a local model"),
         (["--backend", "triton", "--threads", "2"], "--threads is read by --backend tensorrt, onnxruntime or torch only, "
          "but --backend triton"),
@@ -193,7 +193,7 @@ def triton_exports(tmp_path_factory):
     checkpoint = folder / "tiny.pth.tar"
     torch.save({"state_dict": tiny_with_weights(seed=11).state_dict(), "epoch": 0}, checkpoint)
     command = [
-        sys.executable, "-m", "export.build", "--preset", "tiny", "--checkpoint", str(checkpoint), "--precision",
+        sys.executable, "-m", "export.build", "--preset", "tiny", "--weights", str(checkpoint), "--precision",
         "fp32", "--onnx-only", "--tile", str(TILE), "--out", str(folder / "artifacts"), "--triton",
         str(folder / "repository"), "--triton-tile-batch", "2", "--triton-device", "cpu",
     ]  # fmt: skip
