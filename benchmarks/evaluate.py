@@ -128,14 +128,19 @@ def format_table(results: dict, modes: tuple[str, ...] = MODES) -> str:
 
 
 def torch_predictor(weights, preset: str | None, device: str, conf_bn_variant: str, *,
-                    random_weights: bool = False) -> tuple[Predict, str]:
+                    random_weights: bool = False, noiseprint_storage: str | None = None) -> tuple[Predict, str]:
     from reference.predictor import ReferencePredictor
 
     predictor = ReferencePredictor.from_weights(weights, preset, device, random_weights=random_weights,
                                                 conf_bn_variant=conf_bn_variant)
     resolved = predictor.weights
-    return predictor.predict, (f"torch ({resolved.description}, preset {resolved.preset}, "
-                               f"conf BN eps {conf_bn_variant}, {device})")
+    description = f"torch ({resolved.description}, preset {resolved.preset}, conf BN eps {conf_bn_variant}, {device}"
+    if noiseprint_storage:
+        from .noiseprint_precision import STORAGE, RoundedNoiseprint
+
+        predictor.model.dncnn = RoundedNoiseprint(predictor.model.dncnn, STORAGE[noiseprint_storage])
+        description += f", Noiseprint++ in {noiseprint_storage} storage (NOT FAITHFUL: a measurement)"
+    return predictor.predict, description + ")"
 
 
 def onnxruntime_predictor(artifacts: Path, precision: str, threads: int | None) -> tuple[Predict, str, Callable[[], None]]:
@@ -153,7 +158,8 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, weights=None, r
                      artifacts: Path | None = None, preset: str | None = None, precision: str = "fp32",
                      device: str = "cpu", threads: int | None = None, conf_bn_variant: str = "docker",
                      modes: tuple[str, ...] = MODES, limit: int | None = None,
-                     log: Callable[[str], None] | None = None, perturbations: Sequence[Perturbation] = ()) -> dict:
+                     log: Callable[[str], None] | None = None, perturbations: Sequence[Perturbation] = (),
+                     noiseprint_storage: str | None = None) -> dict:
     """Open the ``data`` specs and the backend, evaluate, and return ``evaluate``'s dict plus
     ``backend`` (a description) and ``modes``. The torch backend runs ``weights`` (what
     ``reference.weights.resolve_weights`` takes: None for the project's default model, "official", a
@@ -165,7 +171,8 @@ def evaluate_backend(data: list[str], backend: str = "torch", *, weights=None, r
             import torch
 
             torch.set_num_threads(threads)
-        predict, description = torch_predictor(weights, preset, device, conf_bn_variant, random_weights=random_weights)
+        predict, description = torch_predictor(weights, preset, device, conf_bn_variant, random_weights=random_weights,
+                                               noiseprint_storage=noiseprint_storage)
     elif backend == "onnxruntime":
         if artifacts is None:
             raise TruForError("the onnxruntime backend needs the artifacts folder of python -m export.build")
@@ -191,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     WEIGHTS.add_to(parser, note=lambda flag: " (torch backend)")
     parser.add_argument("--conf-bn-variant", choices=("docker", "train"), default="docker",
                         help="torch: confidence-decoder BN eps (train for a checkpoint fresh from training.phase 3)")
+    parser.add_argument("--noiseprint-storage", choices=("float16", "bfloat16"),
+                        help="torch: round Noiseprint++'s conv inputs and weights to this type (float32 "
+                             "accumulation), to measure what a reduced-precision Noiseprint++ costs; not faithful")
     parser.add_argument("--artifacts", type=Path, help="onnxruntime: export folder (python -m export.build)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="onnxruntime artifacts to use")
     parser.add_argument("--device", default="cpu", help="torch: cpu or cuda")
@@ -221,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--backend onnxruntime reads exported graphs: pass --artifacts DIR, not {WEIGHTS.given(args)[0]}")
     elif args.artifacts is None:
         parser.error("--backend onnxruntime needs --artifacts DIR (python -m export.build ... --out DIR)")
+    if args.noiseprint_storage and args.backend != "torch":
+        parser.error("--noiseprint-storage is for --backend torch (the exported graphs keep Noiseprint++ in float32)")
     modes = MODES if args.mode == "both" else (args.mode,)
     try:
         perturbations = parse_perturbations(args.perturb)
@@ -232,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                                    precision=args.precision, device=args.device,
                                    threads=args.threads, conf_bn_variant=args.conf_bn_variant, modes=modes,
                                    limit=args.limit, log=lambda line: print(line, flush=True),
-                                   perturbations=perturbations)
+                                   perturbations=perturbations, noiseprint_storage=args.noiseprint_storage)
     except TruForError as error:
         print(f"evaluation failed: {error}", file=sys.stderr)
         return 1

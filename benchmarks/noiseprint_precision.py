@@ -29,10 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from reference.checkpoint import load_noiseprint
+from reference.config import get_config
 from reference.image import load_rgb
 from reference.inputs import collect_inputs
 from reference.noiseprint import Noiseprint
 from reference.optimize import fold_batchnorm_
+from reference.weights import recorded_preset
 
 STORAGE = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -59,6 +61,19 @@ def rounded_forward(dncnn: Noiseprint, x: torch.Tensor, dtype: torch.dtype) -> t
         elif isinstance(layer, nn.ReLU):
             x = torch.relu(x)
     return x
+
+
+class RoundedNoiseprint(nn.Module):
+    """A folded DnCNN that runs as ``rounded_forward``: what a whole model does with a reduced-precision
+    Noiseprint++ (``benchmarks.evaluate --noiseprint-storage``)."""
+
+    def __init__(self, dncnn: Noiseprint, dtype: torch.dtype):
+        super().__init__()
+        self.dncnn = fold_batchnorm_(copy.deepcopy(dncnn).eval())
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rounded_forward(self.dncnn, x, self.dtype)
 
 
 def compare(reference: np.ndarray, got: np.ndarray) -> tuple[float, float]:
@@ -98,13 +113,14 @@ def int8_sessions(dncnn: Noiseprint, per_layer: bool) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.noiseprint_precision", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="images, folders or globs")
-    parser.add_argument("--weights", required=True, help="noiseprint++.th, or a TruFor checkpoint")
+    parser.add_argument("--weights", required=True, help="noiseprint++.th, or a TruFor checkpoint (e.g. reference/default_model/trufor_lite.pth.tar)")
     parser.add_argument("--crop", type=int, default=512, help="centre crop side (default 512)")
     parser.add_argument("--per-layer", action="store_true", help="also int8 for each interior conv alone")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
 
-    dncnn = Noiseprint()
+    preset = recorded_preset(Path(args.weights))  # the project's checkpoints say their width; the releases are 64 wide
+    dncnn = Noiseprint(width=get_config(preset).noiseprint_width) if preset else Noiseprint()
     load_noiseprint(dncnn, args.weights)
     dncnn = fold_batchnorm_(dncnn.eval())
     float64 = copy.deepcopy(dncnn).double()

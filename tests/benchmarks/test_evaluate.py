@@ -10,7 +10,7 @@ import pytest
 import torch
 from training_helpers import write_pairs
 
-from benchmarks.evaluate import evaluate, format_table, main
+from benchmarks.evaluate import evaluate, evaluate_backend, format_table, main
 from benchmarks.perturb import parse_perturbations
 from reference import build_trufor
 from training.data.datasets import open_file_dataset
@@ -103,6 +103,7 @@ def test_cli_with_the_torch_backend(tmp_path, capsys):
         (["--backend", "torch", "--weights", "x", "--random-weights"], "--random-weights and --weights x"),
         (["--backend", "torch", "--weights", "x", "--artifacts", "y"], "--artifacts is for --backend onnxruntime"),
         (["--backend", "torch", "--random-weights", "--perturb", "jpeg:0"], "--perturb: jpeg value '0'"),
+        (["--backend", "onnxruntime", "--artifacts", "y", "--noiseprint-storage", "float16"], "is for --backend torch"),
     ],
 )
 def test_cli_usage_errors(tmp_path, argv, message, capsys):
@@ -125,3 +126,14 @@ def test_the_python_api_takes_the_weights(tmp_path, default_model):
     assert results["backend"].startswith("torch (random weights of preset tiny, preset tiny,")
     results = evaluate_backend([str(data)], "torch", threads=1)
     assert results["backend"].startswith(f"torch (the project's default model trufor_lite ({default_model}), preset trufor_lite")
+
+
+def test_noiseprint_storage_rounds_only_the_dncnn_and_says_so(tmp_path):
+    data = write_pairs(tmp_path / "set", count=2, pristine=1)
+    runs = {storage: evaluate_backend([str(data)], "torch", random_weights=True, preset="tiny", threads=1,
+                                      noiseprint_storage=storage)
+            for storage in (None, "float16")}
+    assert "Noiseprint++ in float16 storage (NOT FAITHFUL" in runs["float16"]["backend"]
+    assert "storage" not in runs[None]["backend"]
+    clean, rounded = (next(iter(r["datasets"].values())) for r in (runs[None], runs["float16"]))
+    assert clean["images"] == rounded["images"] == 3
