@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from export.auto_precision import AUTO, INT8_CPU_NOTE
 from export.contract import DEFAULT_TILE, PRECISION_NAMES, WholeImageRule
 from reference.config import PRESETS
 from reference.image import DEFAULT_MAX_PIXELS
@@ -27,6 +28,12 @@ from .backends import (
 from .decode import ImageOptions
 from .errors import UsageError
 from .tiling import DEFAULT_BATCH_SIZE, WINDOWS, TilingConfig
+
+
+PRECISION_HELP = (
+    f"{AUTO} (default): the fastest for the backend that runs, said at the start: fp16 on a GPU (TensorRT, "
+    f"CUDA), fp32 on a CPU. {INT8_CPU_NOTE}"
+).replace("%", "%%")
 
 
 def _positive(text: str) -> int:
@@ -50,7 +57,7 @@ class ModelArgs:
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("model and backend")
         group.add_argument("--backend", default="auto", choices=choices(), help=backend_help())
-        group.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="(default: %(default)s)")
+        group.add_argument("--precision", default=AUTO, choices=(AUTO, *PRECISION_NAMES), help=PRECISION_HELP)
 
         def model_flag(flag: str, text: str, **kwargs) -> None:
             group.add_argument(flag, help=f"{text}; read by --backend {readers(flag)}", **kwargs)
