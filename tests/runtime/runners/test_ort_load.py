@@ -85,3 +85,15 @@ def test_only_loaded_files_are_hashed(ort_artifacts, monkeypatch):
     monkeypatch.setattr(export.manifest, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
     OrtBackend(ort_artifacts[0], "fp32", providers=["CPUExecutionProvider"])
     assert sorted(hashed) == sorted(f"trufor_{g}.fp32-ortcpu.onnx" for g in ("whole", "tile", "score"))
+
+
+def test_the_tile_session_loads_on_the_first_tiled_image(ort_artifacts):
+    from runtime.tiling import TilingConfig
+
+    with OrtBackend(ort_artifacts[0], "fp32", threads=1) as backend:
+        assert backend.whole.session is not None and backend.tile.session is None
+        Predictor(backend).predict(noise_image(40, 48))  # whole: no tile session
+        assert backend.tile.session is None
+        backend.whole.release_memory()
+        Predictor(backend, TilingConfig(threshold_pixels=0)).predict(noise_image(75, 100))
+        assert backend.tile.session is not None
