@@ -78,21 +78,28 @@ class OrtRunner(BaseRunner):
     runs_on = "onnxruntime"  # also inside the TensorRT backend, as its fallback
 
     def __init__(self, spec: GraphSpec, path: os.PathLike, providers: list[str], threads: int | None,
-                 optimize: bool = True):
+                 optimize: bool = True, lazy: bool = False):
         super().__init__(spec)
         self.path = path
         self.providers = providers
         self.threads = threads
         self.optimize = optimize  # False: ``path`` is ONNX Runtime's optimized graph, run as it is
+        # True: the session is created on the first run, not on activate (the tile graph: a scan of
+        # images that all run whole never loads its 267 MB)
+        self.lazy = lazy
         self.session = None
         self.run_options = None
 
     def activate_impl(self) -> None:
+        if not os.path.isfile(self.path):
+            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
+        if not self.lazy:
+            self._create_session()
+
+    def _create_session(self) -> None:
         ort = _onnxruntime()
         from export.session import session_options  # imports onnxruntime, which only this backend needs
 
-        if not os.path.isfile(self.path):
-            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
         options = session_options(self.threads or cpu_count(), optimize=self.optimize)
         # Keep the CPU arena (without it the full model at 1024x768 peaked at 4.1 GB instead of 1.5 GB
         # here). The whole graph keeps it between runs: shrinking it after every run made each image
@@ -137,6 +144,8 @@ class OrtRunner(BaseRunner):
             )
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            self._create_session()
         feed = {name: np.ascontiguousarray(value) for name, value in feed.items()}
         names = list(self.spec.output_names)
         return dict(zip(names, self.session.run(names, feed, self.run_options)))
@@ -144,7 +153,7 @@ class OrtRunner(BaseRunner):
     def release_memory_impl(self) -> None:
         """One run on the smallest input with arena shrinkage, which frees every chunk not in use
         (all of them, between runs). Graphs with a fixed input size keep theirs: it never grows."""
-        if self.graph == "whole":
+        if self.graph == "whole" and self.session is not None:
             image = np.zeros((1, MIN_SIDE, MIN_SIDE, 3), np.uint8)
             self.session.run(list(self.spec.output_names), {"image": image}, self.release_options)
 
@@ -209,7 +218,8 @@ class OrtBackend(Backend):
             entry = self.manifest.graph(graph)
             chosen, note = graph_file(entry, self.providers)
             verify_file(self.manifest, chosen.path, chosen.sha256)
-            runners[graph] = OrtRunner(entry.spec, chosen.path, self.providers, threads, optimize=not chosen.preoptimized)
+            runners[graph] = OrtRunner(entry.spec, chosen.path, self.providers, threads,
+                                       optimize=not chosen.preoptimized, lazy=graph == "tile")
             self.load_notes.add(note or "optimized at export")
         on_gpu = self.providers[0] != "CPUExecutionProvider"
         super().__init__(
