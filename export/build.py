@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib-count", type=int, default=16, help="int8: number of calibration tiles (default 16)")
     parser.add_argument("--int8-layers", nargs="+", choices=sorted(SCOPES), metavar="SCOPE",
                         help=f"int8: the layers to quantize, by scope (default {' '.join(DEFAULT_SCOPES)}): "
-                        + "; ".join(f"{name}: {text}" for name, text in SCOPES.items()).replace("%", "%%"))
+                        + "; ".join(f"{name}: {text}" for name, text in SCOPES.items()))
     parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX artifacts (exit 0 without TensorRT)")
     parser.add_argument("--conf-bn-variant", default="docker", choices=sorted(CONF_BN_EPS),
                         help="confidence-decoder BN eps: docker = test_docker outputs (default), train = TruFor_train_test")
