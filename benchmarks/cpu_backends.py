@@ -1,8 +1,9 @@
 """CPU backends side by side: latency and peak memory per image, one fresh process per run.
 
     python -m benchmarks.cpu_backends --artifacts A --random-weights --preset trufor \
-        [--runs plain torch onnxruntime:fp32 onnxruntime:int8 onnxruntime:fp16] \
-        [--sizes 256x384 768x1024 3000x4000] [--threads 2] [--repeats 3] [--markdown]
+        [--runs plain torch onnxruntime:fp32 onnxruntime:int8 onnxruntime:fp16 scan:onnxruntime:fp32 \
+                throughput:onnxruntime:fp32] \
+        [--sizes 256x384 768x1024 3000x4000] [--threads 2] [--repeats 3] [--mixed-images 32] [--markdown]
 
 Each (backend, size) runs in its own process, so its peak RSS (``ru_maxrss``) is the whole
 process's: what a user's scan of such an image costs. Timed is ``Predictor.predict_rgb`` on a
@@ -23,6 +24,11 @@ decoders are already in their composed form, which makes this baseline cheaper t
 the official code (whose stride-4 concat-and-fuse costs ~0.2 TFLOP more at 768x1024): ratios
 against it are conservative. A process of its own exports it once; the measuring process never
 imports torch, as a plain ONNX Runtime user's would not.
+
+``scan:BACKEND:PRECISION`` is the whole ``python -m runtime.scan`` process on one image of each size
+(start-up, loading, decoding, writing the maps included), and ``throughput:BACKEND:PRECISION`` compares
+a scan of ``--mixed-images`` images of mixed sizes with the model's forward-only rate on the same
+images (``benchmarks.scan_process``); repeats alternate the two.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ import numpy as np
 from export.contract import WholeImageRule
 from reference.errors import UsageError
 from reference.weights_args import WeightsArgs
+
+from .scan_process import forward_only, throughput_rows, whole_process_row
 
 DEFAULT_RUNS = ("plain", "torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
 DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
@@ -141,14 +149,23 @@ def _markdown(rows: list[dict], threads: int) -> str:
         "| size (HxW) | backend | mode | median s | min s | CPU s per thread | peak RSS GB | load avg |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    rates = []
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['size']} | {row['run']} | error: {row['error']} | | | | | |")
+        elif "images_per_s" in row:
+            rates.append(row)
         else:
             lines.append(
                 f"| {row['size']} | {row['run']} | {row['mode']} | {row['median_s']} | {row['min_s']} | "
                 f"{row['cpu_per_thread_s']} | {row['peak_rss_gb']} | {row['load_average']} |"
             )
+    if rates:
+        lines += ["", "| images | backend | mode | images/s | s (loading excluded) | CPU s per thread | peak RSS GB "
+                  "| ratio to forward only | load avg |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['run'].partition(':')[2]} | {r['mode']} | {r['images_per_s']} | {r['median_s']} | "
+                  f"{r['cpu_per_thread_s']} | {r.get('peak_rss_gb', '')} | {r.get('ratio_to_forward', '')} | "
+                  f"{r['load_average']} |" for r in rates]
     return "\n".join(lines)
 
 
@@ -160,12 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="HxW")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mixed-images", type=int, default=32, help="images of mixed sizes for throughput: runs")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--plain-graph", help=argparse.SUPPRESS)
     parser.add_argument("--export-plain", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--forward-only", nargs=2, metavar=("BACKEND:PRECISION", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.forward_only:
+        backend, _, precision = args.forward_only[0].partition(":")
+        print(json.dumps(forward_only(backend, precision, args.forward_only[1], args)))
+        return 0
     if args.export_plain:
         export_plain(WEIGHTS.parse_or_exit(args, parser).build(fused_attention=False), Path(args.export_plain))
         return 0
@@ -185,8 +208,20 @@ def main(argv: list[str] | None = None) -> int:
             graph = str(Path(tmp) / PLAIN_GRAPH)
             subprocess.run([*forwarded, "--export-plain", graph], check=True, capture_output=True)
             forwarded += ["--plain-graph", graph]
+        for run in args.runs:
+            if run.startswith("throughput:"):
+                for row in throughput_rows(run, args, Path(tmp), forwarded):
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
         for size in args.sizes:
             for run in args.runs:
+                if run.startswith("throughput:"):
+                    continue
+                if run.startswith("scan:"):
+                    row = whole_process_row(run, size, args, Path(tmp))
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                    continue
                 if run == "plain" and not WholeImageRule().runs_whole(*(int(v) for v in size.lower().split("x"))):
                     # a whole 12-megapixel image needs tens of GB for stage-1 attention alone
                     row = {"run": run, "size": size, "error": "not run: the plain export has no tiling and this size is tiled"}

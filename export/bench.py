@@ -1,10 +1,12 @@
 """``python -m export.bench``: latency and peak memory of one exported graph in ONNX Runtime (CPU).
 
-    python -m export.bench ARTIFACTS --precision fp32 [--graph whole] [--size 768x1024] [--threads 2] [--runs 3]
+    python -m export.bench ARTIFACTS --precision fp32 [--graph whole] [--size 768x1024] [--threads 2] [--runs 3] [--optimized]
 
 Run it in a fresh process per configuration: peak RSS (``ru_maxrss``) covers the whole process.
 Besides wall time it prints CPU time / threads with thread spinning off, which stays close to the
 idle-machine latency when other processes share the cores (wall time then mostly measures them).
+``load_s`` / ``load_cpu_s`` time the session's creation; ``--optimized`` loads ONNX Runtime's optimized
+graph the export wrote (graph optimizations off, as the runtime loads it), ``--runs 0`` only loads.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="768x1024", help="HxW of the whole-graph input (default 768x1024)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs after loading (0: time the loading only)")
+    parser.add_argument("--optimized", action="store_true",
+                        help="load the export's ONNX Runtime-optimized graph (ort_optimized) with graph optimizations off")
     parser.add_argument("--profile", help="write an ONNX Runtime profile with this file prefix")
     parser.add_argument("--unsigned-int8", action="store_true",
                         help="int8: run the uint8-activation form the runtime's CPU backend loads "
@@ -64,12 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         height = width = manifest.tile_size
     else:
         height, width = (int(v) for v in args.size.lower().split("x"))
-    options = session_options(args.threads, profile_prefix=args.profile)
+    options = session_options(args.threads, profile_prefix=args.profile, optimize=not args.optimized)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     path = entry.uint8_activations if args.unsigned_int8 else entry.path
-    start = time.perf_counter()
+    if args.optimized:
+        if entry.ort_optimized is None:
+            parser.error(f"{manifest.path} lists no ONNX Runtime-optimized {args.graph} graph; re-export")
+        path = entry.ort_optimized.path
+    start, cpu = time.perf_counter(), time.process_time()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    load_s = time.perf_counter() - start
+    load_s, load_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    load_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     image = np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
     walls, cpus = [], []
     for _ in range(args.runs):
@@ -79,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         cpus.append((time.process_time() - cpu) / args.threads)
     result = {
         "graph": path.name, "precision": args.precision, "unsigned_int8": args.unsigned_int8, "input": [args.batch, height, width, 3],
-        "threads": args.threads, "load_s": round(load_s, 2),
+        "threads": args.threads, "load_s": round(load_s, 2), "load_cpu_s": round(load_cpu_s, 3),
+        "load_peak_rss_gb": round(load_rss_gb, 3),
         "wall_s": [round(v, 2) for v in walls], "cpu_per_thread_s": [round(v, 2) for v in cpus],
-        "wall_median_s": round(float(np.median(walls)), 2), "cpu_per_thread_median_s": round(float(np.median(cpus)), 2),
+        "wall_median_s": round(float(np.median(walls)), 2) if walls else None,
+        "cpu_per_thread_median_s": round(float(np.median(cpus)), 2) if cpus else None,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
         "onnxruntime": ort.__version__,
     }

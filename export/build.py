@@ -1,6 +1,6 @@
 """``python -m export.build``: the reference model to ONNX graphs (whole, tile, score) plus a manifest.
 
-    python -m export.build --precision fp32|fp16|int8 [--weights official|ZIP|PATH] [--out DIR]
+    python -m export.build [--precision auto|fp32|fp16|int8] [--weights official|ZIP|PATH] [--out DIR]
                            [--tile N] [--calib DIR] [--int8-layers SCOPE ...] [--onnx-only] [--conf-bn-variant docker|train]
                            [--triton REPO [--triton-device auto|cpu|gpu] [--triton-instances N] ...]
 
@@ -34,6 +34,7 @@ from reference.errors import TruForError
 from reference.weights import ResolvedWeights
 from reference.weights_args import WeightsArgs
 
+from .auto_precision import AUTO, INT8_CPU_NOTE, for_export, visible_nvidia_gpus
 from .contract import DEFAULT_TILE, PRECISIONS, WholeImageRule, check_tile_size, precision_help
 from .errors import BackendUnavailableError, ExportError
 from .int8 import DEFAULT_SCOPES, SCOPES
@@ -70,12 +71,18 @@ class BuildConfig:
     triton_options: TritonOptions = TritonOptions()
 
 
+def _precision_help() -> str:
+    text = (f"{AUTO} (default): the fastest where this machine runs the model, said when it starts: fp16 with an "
+            f"NVIDIA GPU, fp32 on a CPU; {precision_help()}. {INT8_CPU_NOTE}")
+    return text.replace("%", "%%")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export.build",
         description="Export TruFor to ONNX (whole-image, tile and score graphs) and write a manifest.",
     )
-    parser.add_argument("--precision", required=True, choices=list(PRECISIONS), help=precision_help())
+    parser.add_argument("--precision", default=AUTO, choices=[AUTO, *PRECISIONS], help=_precision_help())
     WEIGHTS.add_to(parser)
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile graph size T (default {DEFAULT_TILE})")
@@ -104,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> BuildConfig:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.precision == AUTO:
+        choice = for_export()
+        print(choice.message(), flush=True)
+        args.precision = choice.precision
+    elif args.precision == "int8" and not visible_nvidia_gpus():
+        print(f"note: {INT8_CPU_NOTE}", flush=True)
     try:
         check_tile_size(args.tile)
     except ValueError as error:

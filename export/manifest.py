@@ -25,6 +25,7 @@ from .errors import ArtifactError
 
 MANIFEST_PATTERN = "manifest.{precision}.json"
 UINT8_ACTIVATIONS = "uint8_activations"  # a graph entry's key for its x86 CPU form (int8 only)
+ORT_OPTIMIZED = "ort_optimized"  # a graph entry's key for ONNX Runtime's optimized form of its CPU file
 
 
 def manifest_path(artifacts_dir: str | os.PathLike, precision: str) -> Path:
@@ -44,6 +45,23 @@ def _export_command(artifacts_dir: Path, precision: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class OptimizedGraph:
+    """ONNX Runtime's optimized form of a graph's CPU file (``export.session.write_optimized``): valid only
+    under the ONNX Runtime version, provider and CPU features that made it. Optional: the runtime checks
+    it (and its sha256) only when it loads it, and loads the plain graph when it is missing or made elsewhere."""
+
+    path: Path
+    sha256: str
+    onnxruntime: str
+    provider: str
+    cpu: str
+
+    @classmethod
+    def from_json(cls, folder: Path, data: dict) -> OptimizedGraph:
+        return cls(folder / data["file"], data["sha256"], data["onnxruntime"], data["provider"], data["cpu"])
+
+
+@dataclass(frozen=True)
 class GraphEntry:
     kind: str  # "whole", "tile" or "score"
     path: Path
@@ -52,6 +70,15 @@ class GraphEntry:
     # int8: the same graph with uint8 activations, which ONNX Runtime's x86 CPU kernels run fastest
     # (``export.int8.unsigned_activations``, applied at export); None for other precisions.
     uint8_activations: Path | None = None
+    uint8_sha256: str | None = None
+    ort_optimized: OptimizedGraph | None = None  # made from the CPU file (the uint8 form for int8)
+
+    @property
+    def cpu_file(self) -> tuple[Path, str]:
+        """The file (and its sha256) ONNX Runtime's CPU provider runs best: the uint8 form of an int8 graph."""
+        if self.uint8_activations is not None:
+            return self.uint8_activations, self.uint8_sha256
+        return self.path, self.sha256
 
 
 @dataclass(frozen=True)
@@ -131,9 +158,12 @@ def load_manifest(artifacts_dir: str | os.PathLike, precision: str | None = None
     graphs = {}
     for kind, entry in data["graphs"].items():
         uint8 = entry.get(UINT8_ACTIVATIONS)
+        optimized = entry.get(ORT_OPTIMIZED)
         graphs[kind] = GraphEntry(
             kind, _checked_file(folder, path, entry, verify, precision), entry["sha256"], GraphSpec.from_json(kind, entry),
             _checked_file(folder, path, uint8, verify, precision) if uint8 else None,
+            uint8["sha256"] if uint8 else None,
+            OptimizedGraph.from_json(folder, optimized) if optimized else None,
         )
     return Manifest(
         path=path,
@@ -164,6 +194,20 @@ def _checked_file(folder: Path, manifest: Path, fields: dict, verify: bool, prec
             f"re-export: {_export_command(folder, precision)}"
         )
     return graph_path
+
+
+def verify_file(manifest: Manifest, path: Path, sha256: str) -> Path:
+    """``path``, one of the files ``manifest`` lists, if its sha256 is the recorded one (for loaders that
+    read the manifest with ``verify=False`` and hash only the files they load); ArtifactError if not."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} listed in {manifest.path.name} is missing; re-export: "
+                            f"{_export_command(manifest.directory, manifest.precision)}")
+    if sha256_file(path) != sha256:
+        raise ArtifactError(
+            f"{path} does not match the sha256 in {manifest.path.name} (stale or modified artifacts); "
+            f"re-export: {_export_command(manifest.directory, manifest.precision)}"
+        )
+    return path
 
 
 def file_entry(path: Path) -> dict[str, str]:

@@ -19,11 +19,22 @@ from . import calibration
 from .contract import FORMAT_VERSION, OPSET, PREPROCESSING, graph_specs
 from .fp16 import check_fp16, convert_to_fp16, fp16_summary
 from .int8 import UNFAITHFUL_SCOPES, check_symmetric, qdq_summary, quantize_graphs, unsigned_activations
-from .manifest import UINT8_ACTIVATIONS, file_entry, manifest_data, manifest_path, utc_now, write_manifest
+from .manifest import (
+    ORT_OPTIMIZED,
+    UINT8_ACTIVATIONS,
+    file_entry,
+    manifest_data,
+    manifest_path,
+    utc_now,
+    write_manifest,
+)
 from .onnx_export import apply_io_shapes, check_structure, export_graph, save_model, set_metadata, simplify
+from .session import write_optimized
 from .wrappers import ScoreModel, TileModel, WholeImageModel
 
 UINT8_VARIANT = "-uint8"  # file name of an int8 graph's uint8-activation form: trufor_<graph>.int8-uint8.onnx
+# ONNX Runtime's CPU-optimized form of the graph the CPU runs: trufor_<graph>.fp32-ortcpu.onnx, .int8-uint8-ortcpu.onnx
+ORT_CPU_VARIANT = "-ortcpu"
 # Explicit matmul-softmax attention: the same graph as SDPA after export at opset 18, but with a
 # constant scale instead of a Sqrt of a runtime shape, and the pattern TensorRT fuses into MHA.
 EXPORT_OVERRIDES = {"fused_attention": False}
@@ -124,6 +135,18 @@ def write_uint8_form(graph: onnx.ModelProto, metadata: dict, path: Path, step: C
     return path
 
 
+def write_ort_optimized(out: Path, spec, precision: str, entry: dict, step: Callable) -> dict:
+    """ONNX Runtime's optimized form of the file its CPU provider loads (the uint8 form of an int8 graph),
+    so sessions start without optimizing (``export.session.write_optimized``); its manifest fields."""
+    uint8 = entry.get(UINT8_ACTIVATIONS)
+    source = out / (uint8 or entry)["file"]
+    variant = (UINT8_VARIANT if uint8 else "") + ORT_CPU_VARIANT
+    path = out / spec.file_name(precision, variant)
+    with step(f"ONNX Runtime CPU-optimized {spec.kind} graph (sessions load it without optimizing)", path):
+        made_by = write_optimized(source, path)
+    return {**file_entry(path), **made_by}
+
+
 def export_artifacts(config, step: Callable, model=None) -> Path:
     """Write the three graphs and, last, ``manifest.<precision>.json``; returns the manifest's path.
 
@@ -177,6 +200,9 @@ def export_artifacts(config, step: Callable, model=None) -> Path:
         entries[kind] = {**file_entry(path), **spec.io_json()}
         if config.precision == "int8" and not spec.always_fp32:
             entries[kind][UINT8_ACTIVATIONS] = file_entry(write_uint8_form(graph, metadata, out / spec.file_name("int8", UINT8_VARIANT), step))
+    del graphs, graph  # the protos are on disk; ONNX Runtime reads the files back
+    for kind, entry in entries.items():
+        entries[kind][ORT_OPTIMIZED] = write_ort_optimized(out, specs[kind], config.precision, entry, step)
 
     extra = {"int8_layers": list(config.int8_layers)} if config.precision == "int8" else {}
     manifest = manifest_data(config.precision, config.preset, model_config, checkpoint, config.tile,

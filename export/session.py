@@ -13,18 +13,63 @@
 - Disabling prepacking or the NCHWc layout (``ORT_ENABLE_EXTENDED``) saves < 0.7 GB and is 2x slower.
 - ``session.intra_op.allow_spinning = 0`` when other processes share the cores (batch scanning with
   decode workers): spinning threads then steal CPU from the workers; on an idle machine leave it on.
+
+Optimized once, at export (``write_optimized``): ONNX Runtime's own optimized graph (``ORT_ENABLE_ALL``,
+CPU provider, ONNX format) is written beside each graph the CPU runs, and the runtime loads it with graph
+optimizations off instead of optimizing 267 MB at every start. ``ORT_ENABLE_ALL`` includes the NCHWc
+layout, whose block size follows the CPU's vector width, so the file is valid only for the ONNX Runtime
+version and the CPU features (``cpu_signature``) that made it; the runtime falls back to the plain graph,
+optimized at load, anywhere else. Measured, full model, whole fp32 graph, 2 threads, one fresh process
+each, alternated 3 times (a training job shared the cores): session creation 0.98 to 1.17 CPU s from the
+plain graph, 0.55 to 0.62 from the optimized one (peak RSS 0.43 to 0.51 -> 0.36 GB), same outputs bit
+for bit; the ORT format (flatbuffers) took 0.81 to 0.85 CPU s and 0.66 GB.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
 
 import onnxruntime as ort
 
+from reference.outputs import atomic_write
 
-def session_options(threads: int | None = None, *, arena: bool = True, profile_prefix: str | None = None) -> ort.SessionOptions:
+CPU_PROVIDER = "CPUExecutionProvider"
+# The CPU features ONNX Runtime's kernels and layout choices depend on (x86 and Arm names as Linux spells
+# them in /proc/cpuinfo); an optimized graph is reused only on a CPU with the same ones.
+CPU_FEATURES = (
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+    "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
+    "asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2",
+)  # fmt: skip
+
+
+def cpu_signature() -> str:
+    """This CPU as an optimized graph depends on it: "x86_64:avx,avx2,...,avx512f,...". Where Linux's
+    /proc/cpuinfo is not there, the machine and the processor string stand in for the feature list."""
+    machine = platform.machine() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    have = set(value.split())
+                    return f"{machine}:{','.join(f for f in CPU_FEATURES if f in have)}"
+    except OSError:
+        pass
+    return f"{machine}:{platform.processor() or 'unknown'}"
+
+
+def session_options(threads: int | None = None, *, arena: bool = True, profile_prefix: str | None = None,
+                    optimize: bool = True) -> ort.SessionOptions:
+    """``optimize=False`` for a graph ``write_optimized`` already optimized: ONNX Runtime runs it as it is."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (one per core)
     options.inter_op_num_threads = 1
@@ -39,3 +84,18 @@ def session_options(threads: int | None = None, *, arena: bool = True, profile_p
 def cpu_session(path: str | os.PathLike, threads: int | None = None, **kwargs) -> ort.InferenceSession:
     """A CPU InferenceSession for one exported graph with the recommended options."""
     return ort.InferenceSession(os.fspath(path), session_options(threads, **kwargs), providers=["CPUExecutionProvider"])
+
+
+def write_optimized(source: str | os.PathLike, path: str | os.PathLike) -> dict[str, str]:
+    """ONNX Runtime's CPU-optimized form of the graph ``source``, written (atomically) at ``path``; returns
+    what the runtime checks before loading it: the ONNX Runtime version, provider and CPU that made it."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".optimize-") as folder:
+        made = Path(folder) / path.name
+        options = session_options()
+        options.optimized_model_filepath = os.fspath(made)
+        options.log_severity_level = 3  # ORT warns that NCHWc graphs are hardware-specific: recorded below
+        ort.InferenceSession(os.fspath(source), options, providers=[CPU_PROVIDER])
+        with open(made, "rb") as written:
+            atomic_write(path, lambda file: shutil.copyfileobj(written, file, 1 << 24))
+    return {"onnxruntime": ort.__version__, "provider": CPU_PROVIDER, "cpu": cpu_signature()}

@@ -11,6 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from export.auto_precision import AUTO, INT8_CPU_NOTE
 from export.contract import DEFAULT_TILE, PRECISION_NAMES, WholeImageRule
 from reference.errors import CheckpointError
 from reference.image import DEFAULT_MAX_PIXELS
@@ -31,6 +32,12 @@ from .errors import UsageError
 from .tiling import DEFAULT_BATCH_SIZE, WINDOWS, TilingConfig
 
 WEIGHTS = WeightsArgs()
+
+
+PRECISION_HELP = (
+    f"{AUTO} (default): the fastest for the backend that runs, said at the start: fp16 on a GPU (TensorRT, "
+    f"CUDA), fp32 on a CPU. {INT8_CPU_NOTE}"
+).replace("%", "%%")
 
 
 def _positive(text: str) -> int:
@@ -54,7 +61,7 @@ class ModelArgs:
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("model and backend")
         group.add_argument("--backend", default="auto", choices=choices(), help=backend_help())
-        group.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="(default: %(default)s)")
+        group.add_argument("--precision", default=AUTO, choices=(AUTO, *PRECISION_NAMES), help=PRECISION_HELP)
 
         def read_by(flag: str) -> str:
             return f"; read by --backend {readers(flag)}"

@@ -5,12 +5,17 @@ precisions, the flags it reads) and answers ``usage_problem``, ``unavailable`` a
 ``auto`` takes the first usable entry whose ``auto`` is set, in the order below (fastest first):
 TensorRT engines on a GPU, else ONNX Runtime when artifacts for the precision exist, else the
 PyTorch reference. A server (``triton``) is never chosen by ``auto``: it has to be named.
+``--precision auto`` is resolved with the backend: each candidate says what it runs fastest here
+(``Backend.pick_precision``) and is checked at that precision.
 """
 
 from __future__ import annotations
 
 import shlex
 
+from dataclasses import replace
+
+from export.auto_precision import AUTO, PrecisionChoice
 from export.errors import BackendUnavailableError
 from reference.weights import OFFICIAL, ResolvedWeights
 
@@ -32,7 +37,8 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 __all__ = [  # with what the CLIs take from runners.base through here
     "BACKENDS", "DEFAULT_ARTIFACTS", "DEFAULT_SERVER_URL", "BackendRequest", "auto_candidates", "backend_help",
-    "build_command", "check_request", "choices", "choose_backend", "cpu_count", "create_backend", "readers",
+    "build_command", "check_request", "choices", "choose", "choose_backend", "cpu_count", "create_backend", "readers",
+    "with_precision",
 ]  # fmt: skip
 
 
@@ -67,6 +73,8 @@ def check_request(request: BackendRequest, given: list[str]) -> None:
             if flag not in backend.flags:
                 raise UsageError(f"{flag} is read by --backend {readers(flag)} only, but --backend {backend.name} "
                                  f"was given; {backend.model_source}")
+        if request.precision == AUTO:
+            return  # resolved with the backend (``choose``): a server is asked what it serves
         problem = backend.usage_problem(request)
         if problem:
             raise UsageError(f"--backend {backend.name} {problem}")
@@ -99,23 +107,40 @@ def build_command(request: BackendRequest) -> str:
                        "--out", str(request.artifacts), "--onnx-only"])
 
 
+def with_precision(backend: type[Backend], request: BackendRequest) -> tuple[BackendRequest, PrecisionChoice | None]:
+    """``request`` at the precision ``backend`` would run it: ``--precision auto`` becomes what runs fastest
+    there (``Backend.pick_precision``), returned with its reason; any other precision stays."""
+    if request.precision != AUTO:
+        return request, None
+    choice = backend.pick_precision(request)
+    return replace(request, precision=choice.precision), choice
+
+
 def choose_backend(request: BackendRequest) -> type[Backend]:
     """The backend that will run ``request``; raises BackendUnavailableError saying what to do instead."""
+    return choose(request)[0]
+
+
+def choose(request: BackendRequest) -> tuple[type[Backend], BackendRequest, PrecisionChoice | None]:
+    """The backend that will run ``request``, the request at the precision it runs, and what ``--precision
+    auto`` chose (None when a precision was given); BackendUnavailableError saying what to do instead."""
     if request.backend != "auto":
         backend = BACKENDS[request.backend]
-        reason = backend.usage_problem(request)
+        resolved, choice = with_precision(backend, request)
+        reason = backend.usage_problem(resolved)
         if reason:
             raise BackendUnavailableError(f"--backend {backend.name} {reason}")
-        reason = backend.unavailable(request)
+        reason = backend.unavailable(resolved)
         if reason:
             raise BackendUnavailableError(f"--backend {backend.name} cannot run: {reason}")
-        return backend
+        return backend, resolved, choice
     reasons = []
     for backend in auto_candidates():
-        reason = backend.usage_problem(request) or backend.unavailable(request)
+        resolved, choice = with_precision(backend, request)
+        reason = backend.usage_problem(resolved) or backend.unavailable(resolved)
         if reason is None:
-            return backend
-        reasons.append(f"{backend.name}: {reason}")
+            return backend, resolved, choice
+        reasons.append(f"{backend.name}{f' at {resolved.precision}' if choice else ''}: {reason}")
     raise BackendUnavailableError(
         "no backend can run this scan:\n  "
         + "\n  ".join(reasons)
@@ -125,4 +150,8 @@ def choose_backend(request: BackendRequest) -> type[Backend]:
 
 
 def create_backend(request: BackendRequest) -> Backend:
-    return choose_backend(request).create(request)
+    """The backend ``choose`` picks, created at the precision it resolved (``precision_choice`` says why, after auto)."""
+    backend, resolved, choice = choose(request)
+    created = backend.create(resolved)
+    created.precision_choice = choice
+    return created

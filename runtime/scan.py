@@ -21,10 +21,12 @@ import sys
 import time
 from collections import Counter
 from contextlib import ExitStack, closing
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
+from export.auto_precision import INT8_CPU_NOTE
 from reference.errors import TruForError
 from reference.inputs import InputFile, collect_inputs
 
@@ -37,7 +39,6 @@ from .errors import UsageError
 from .outputs import remove_stale_temps
 from .predictor import Predictor
 from .records import OK, ResultsWriter, generic_error, read_latest
-from .report import write_report
 from .scan_dir import ScanDirLock, check_settings, record_backends_ran, record_command
 from .scanner import OUTPUT_FILES, OutputOptions, Scanner
 
@@ -217,6 +218,14 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _precision_notes(backend) -> None:
+    """Say what --precision auto picked and why, and that int8 does not pay on a CPU."""
+    if backend.precision_choice is not None:
+        _log(f"[I] {backend.precision_choice.message()}")
+    if backend.precision == "int8" and not backend.capabilities.gpu:
+        _warn(f"[W] {INT8_CPU_NOTE}")
+
+
 def _random_weights_warning(backend) -> None:
     what = backend.identity.random_weights
     if what is None:
@@ -240,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     code = run(args.inputs, request, image_options, tiling, options, ray_options, command)
     if args.report and code in (EXIT_OK, EXIT_FAILED):
+        from .report import write_report  # jinja2 loads only for a report
+
         _log(f"[I] report: {write_report(options.out)}")
     return code
 
@@ -253,6 +264,8 @@ def run(specs: list[str], request, image_options, tiling, options: OutputOptions
         try:
             inputs = collect_inputs(specs)
             backend = create_backend(request)
+            request = replace(request, precision=backend.precision)  # --precision auto, resolved (Ray actors too)
+            _precision_notes(backend)
             _random_weights_warning(backend)
             if ray_options is not None:  # the model runs on the actors; the backend here names what they run
                 stack.enter_context(ray_scan.connect(ray_options))

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from export.auto_precision import PrecisionChoice, on_cpu
 from export.contract import GRAPH_NAMES, PRECISION_NAMES, GraphSpec, WholeImageRule
 from reference.errors import TruForError
 from reference.weights import ResolvedWeights
@@ -171,6 +172,7 @@ class Backend:
     flags: ClassVar[tuple[str, ...]] = ()  # the model flags it reads (--artifacts, --weights, --url, ...)
     model_source: ClassVar[str]  # where it takes its model from: said when a flag it does not read is given
     auto: ClassVar[bool] = True  # --backend auto may pick it (in registry order, fastest first)
+    precision_choice: PrecisionChoice | None = None  # what --precision auto chose, and why (runtime.backends sets it)
 
     def __init__(self, precision: str, tile_size: int, runners: dict[str, BaseRunner], *, device: str,
                  identity: ModelIdentity, capabilities: Capabilities = Capabilities(),
@@ -201,6 +203,11 @@ class Backend:
     def unavailable(cls, request: BackendRequest) -> str | None:
         """Why this backend cannot run ``request`` on this machine (a package, a device, the model's files), or None."""
         return None
+
+    @classmethod
+    def pick_precision(cls, request: BackendRequest) -> PrecisionChoice:
+        """What ``--precision auto`` means for this backend here: its fastest precision, and why."""
+        return on_cpu()
 
     @classmethod
     def create(cls, request: BackendRequest) -> Backend:

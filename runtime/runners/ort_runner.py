@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from export.auto_precision import PrecisionChoice, on_cpu, on_gpu
 from export.contract import GRAPH_NAMES, MIN_SIDE, GraphSpec
 from export.errors import ArtifactError, BackendUnavailableError
-from export.manifest import GraphEntry, Manifest, load_manifest
+from export.manifest import GraphEntry, Manifest, load_manifest, verify_file
 from reference.errors import TruForError
 from reference.weights import resolve_weights
 
@@ -88,21 +91,30 @@ class OrtRunner(BaseRunner):
 
     runs_on = "onnxruntime"  # also inside the TensorRT backend, as its fallback
 
-    def __init__(self, spec: GraphSpec, path: os.PathLike, providers: list[str], threads: int | None):
+    def __init__(self, spec: GraphSpec, path: os.PathLike, providers: list[str], threads: int | None,
+                 optimize: bool = True, lazy: bool = False):
         super().__init__(spec)
         self.path = path
         self.providers = providers
         self.threads = threads
+        self.optimize = optimize  # False: ``path`` is ONNX Runtime's optimized graph, run as it is
+        # True: the session is created on the first run, not on activate (the tile graph: a scan of
+        # images that all run whole never loads its 267 MB)
+        self.lazy = lazy
         self.session = None
         self.run_options = None
 
     def activate_impl(self) -> None:
+        if not os.path.isfile(self.path):
+            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
+        if not self.lazy:
+            self._create_session()
+
+    def _create_session(self) -> None:
         ort = _onnxruntime()
         from export.session import session_options  # imports onnxruntime, which only this backend needs
 
-        if not os.path.isfile(self.path):
-            raise ArtifactError(f"{self.graph} graph {self.path} does not exist; rebuild with python -m export.build")
-        options = session_options(self.threads or cpu_count())
+        options = session_options(self.threads or cpu_count(), optimize=self.optimize)
         # Keep the CPU arena (without it the full model at 1024x768 peaked at 4.1 GB instead of 1.5 GB
         # here). The whole graph keeps it between runs: shrinking it after every run made each image
         # fault its buffers in again (768x1024, full model, 2 threads: 5.09 s per image instead of
@@ -146,6 +158,8 @@ class OrtRunner(BaseRunner):
             )
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            self._create_session()
         feed = {name: np.ascontiguousarray(value) for name, value in feed.items()}
         names = list(self.spec.output_names)
         return dict(zip(names, self.session.run(names, feed, self.run_options)))
@@ -153,7 +167,7 @@ class OrtRunner(BaseRunner):
     def release_memory_impl(self) -> None:
         """One run on the smallest input with arena shrinkage, which frees every chunk not in use
         (all of them, between runs). Graphs with a fixed input size keep theirs: it never grows."""
-        if self.graph == "whole":
+        if self.graph == "whole" and self.session is not None:
             image = np.zeros((1, MIN_SIDE, MIN_SIDE, 3), np.uint8)
             self.session.run(list(self.spec.output_names), {"image": image}, self.release_options)
 
@@ -161,11 +175,38 @@ class OrtRunner(BaseRunner):
         self.session = None
 
 
-def graph_file(entry: GraphEntry, providers: list[str]) -> os.PathLike:
-    """The file of ``entry`` these providers run best: the uint8-activation form of an int8 graph on the
-    CPU (x86 U8S8 kernels, written by the export), the symmetric int8 graph as exported elsewhere."""
-    on_cpu = providers[0] == "CPUExecutionProvider"
-    return entry.uint8_activations if on_cpu and entry.uint8_activations is not None else entry.path
+@dataclass(frozen=True)
+class GraphFile:
+    """The file of a graph these providers load, and whether it is ONNX Runtime's optimized form."""
+
+    path: Path
+    sha256: str
+    preoptimized: bool = False
+
+
+def graph_file(entry: GraphEntry, providers: list[str]) -> tuple[GraphFile, str | None]:
+    """The file of ``entry`` these providers run best, and why the export's optimized form is not it (None
+    when it is). On the CPU provider: ONNX Runtime's optimized graph when this ONNX Runtime and CPU made it
+    (``export.session.write_optimized``), else the plain CPU file (the uint8-activation form of an int8
+    graph: x86 U8S8 kernels), optimized at load; elsewhere the graph as exported."""
+    if providers[0] != "CPUExecutionProvider":
+        return GraphFile(entry.path, entry.sha256), f"optimized at load for {providers[0]}"
+    path, sha256 = entry.cpu_file
+    plain = GraphFile(path, sha256)
+    optimized = entry.ort_optimized
+    if optimized is None:
+        return plain, "optimized at load: these artifacts have no optimized graphs (exported before they existed)"
+    from export.session import cpu_signature  # imports onnxruntime, which only this backend needs
+    import onnxruntime
+
+    if optimized.onnxruntime != onnxruntime.__version__:
+        return plain, (f"optimized at load: the export's optimized graphs are for onnxruntime {optimized.onnxruntime}, "
+                       f"this is {onnxruntime.__version__}")
+    if optimized.provider != providers[0] or optimized.cpu != cpu_signature():
+        return plain, f"optimized at load: the export's optimized graphs are for another CPU ({optimized.cpu})"
+    if not optimized.path.is_file():
+        return plain, f"optimized at load: {optimized.path} is missing"
+    return GraphFile(optimized.path, optimized.sha256, preoptimized=True), None
 
 
 class OrtBackend(Backend):
@@ -181,13 +222,19 @@ class OrtBackend(Backend):
         providers: list[str] | None = None,
         threads: int | None = None,
     ):
-        self.manifest = load_manifest(artifacts_dir, precision)  # ArtifactError for missing or stale artifacts
+        # ArtifactError for missing or stale artifacts. Only the files the sessions load are hashed (about
+        # 0.2 CPU s per 267 MB file): an int8 graph's CPU form or ONNX Runtime's optimized graph, not the
+        # exported graph beside it too.
+        self.manifest = load_manifest(artifacts_dir, precision, verify=False)
         self.providers = list(providers) if providers else default_providers()
-        entries = {graph: self.manifest.graph(graph) for graph in GRAPH_NAMES}
-        runners = {
-            graph: OrtRunner(entry.spec, graph_file(entry, self.providers), self.providers, threads)
-            for graph, entry in entries.items()
-        }
+        runners, self.load_notes = {}, set()
+        for graph in GRAPH_NAMES:
+            entry = self.manifest.graph(graph)
+            chosen, note = graph_file(entry, self.providers)
+            verify_file(self.manifest, chosen.path, chosen.sha256)
+            runners[graph] = OrtRunner(entry.spec, chosen.path, self.providers, threads,
+                                       optimize=not chosen.preoptimized, lazy=graph == "tile")
+            self.load_notes.add(note or "optimized at export")
         on_gpu = self.providers[0] != "CPUExecutionProvider"
         super().__init__(
             precision, self.manifest.tile_size, runners, device="cuda" if on_gpu else "cpu",
@@ -210,5 +257,12 @@ class OrtBackend(Backend):
     def create(cls, request: BackendRequest) -> OrtBackend:
         return cls(request.artifacts, request.precision, threads=request.threads)
 
+    @classmethod
+    def pick_precision(cls, request: BackendRequest) -> PrecisionChoice:
+        if importlib.util.find_spec("onnxruntime") is not None and default_providers()[0] == "CUDAExecutionProvider":
+            return on_gpu("ONNX Runtime's CUDA provider")
+        return on_cpu()
+
     def describe(self) -> str:
-        return f"onnxruntime ({self.precision}, tile {self.tile_size}, {', '.join(self.providers)})"
+        graphs = "; ".join(sorted(self.load_notes))
+        return f"onnxruntime ({self.precision}, tile {self.tile_size}, {', '.join(self.providers)}, graphs {graphs})"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.importer import lazy_import
+from export.auto_precision import PrecisionChoice, on_gpu
 from export.contract import DEFAULT_TILE, graph_specs
 from reference.weights import OFFICIAL, ResolvedWeights, default_model_problem, resolve_weights
 from reference.weights_args import FLAGS as WEIGHTS_FLAGS
@@ -105,6 +106,12 @@ class TorchBackend(Backend):
 
     def _whole_runner(self) -> BaseRunner:
         return TorchRunner("whole", self, self._whole)
+
+    @classmethod
+    def pick_precision(cls, request: BackendRequest) -> PrecisionChoice:
+        if request.device.startswith("cuda"):
+            return on_gpu(f"the PyTorch reference on {request.device}, under float16 autocast")
+        return PrecisionChoice("fp32", "the PyTorch reference on the CPU runs float32 only")
 
     @classmethod
     def usage_problem(cls, request: BackendRequest) -> str | None:

@@ -14,6 +14,7 @@ import importlib.util
 
 import numpy as np
 
+from export.auto_precision import PrecisionChoice, on_gpu
 from export.contract import FORMAT_VERSION, GRAPH_NAMES, GraphSpec, graph_specs
 from export.errors import ArtifactError, BackendUnavailableError
 from export.triton import INSTALL, PARAMETER_PREFIX, model_name
@@ -203,6 +204,27 @@ class TritonBackend(Backend):
     @classmethod
     def create(cls, request: BackendRequest) -> TritonBackend:
         return cls(request.url, request.precision)
+
+    @classmethod
+    def pick_precision(cls, request: BackendRequest) -> PrecisionChoice:
+        """What the server serves fastest: fp16 TensorRT plans (it has a GPU), else fp32, else what it has."""
+        client = connect(request.url)
+        try:
+            def ready(precision: str, plan: bool) -> bool:
+                try:
+                    return client.is_model_ready(model_name("tile", precision, plan=plan), client_timeout=TIMEOUT_S)
+                except _server_error():
+                    return False
+
+            if ready("fp16", plan=True):
+                return on_gpu(f"the Triton server at {request.url} serves TensorRT fp16 plans")
+            for precision in ("fp32", "fp16", "int8"):
+                if ready(precision, plan=True) or ready(precision, plan=False):
+                    return PrecisionChoice(precision, f"the Triton server at {request.url} serves {precision} "
+                                           "and no TensorRT fp16 plans")
+        finally:
+            client.close()
+        return PrecisionChoice("fp32", f"the Triton server at {request.url} serves no TruFor model yet")
 
     def _check_identity(self, precision: str) -> None:
         """Each model is the graph and precision its name says, and all three come from one export."""

@@ -22,6 +22,7 @@ import os
 from engines._trt import INSTALL, tensorrt, tensorrt_lean
 from engines.artifacts import engines_unavailable_reason, load_engine, read_index, rebuild_command
 from engines.cuda import device_info, gpu_unavailable_reason
+from export.auto_precision import PrecisionChoice, on_gpu
 from export.contract import GRAPH_NAMES
 from export.errors import ArtifactError
 from export.manifest import load_manifest
@@ -95,6 +96,10 @@ class TensorRTBackend(Backend):
     @classmethod
     def create(cls, request: BackendRequest) -> TensorRTBackend:
         return cls(request.artifacts, request.precision, threads=request.threads)
+
+    @classmethod
+    def pick_precision(cls, request: BackendRequest) -> PrecisionChoice:
+        return on_gpu("TensorRT engines on an NVIDIA GPU")
 
     def _load(self, graph: str, device):
         self.gpu = device or self.gpu or device_info()

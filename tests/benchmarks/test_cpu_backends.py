@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pytest
@@ -35,3 +36,24 @@ def test_the_torch_run_takes_the_weights_flags_and_names_its_model(tmp_path, tin
     with pytest.raises(SystemExit) as error:
         main(["--weights", str(path), "--random-weights"])
     assert error.value.code == 2 and "pick one" in capsys.readouterr().err
+
+
+@pytest.fixture
+def ort_artifacts_for_bench(artifacts_dir):
+    return artifacts_dir("fp32")
+
+
+def test_whole_process_and_throughput_rows(ort_artifacts_for_bench, tmp_path):
+    """The scan rows run ``python -m runtime.scan`` for real: a whole-process row per size, and forward-only
+    against scan rates on the same mixed images."""
+    from benchmarks.scan_process import throughput_rows, whole_process_row, write_images
+
+    args = argparse.Namespace(artifacts=str(ort_artifacts_for_bench), preset="tiny", threads=1, repeats=1, mixed_images=3)
+    row = whole_process_row("scan:onnxruntime:fp32", "40x56", args, tmp_path)
+    assert "error" not in row, row
+    assert row["mode"] == "whole process" and row["median_s"] > 0 and row["peak_rss_gb"] > 0
+    forwarded = [sys.executable, "-m", "benchmarks.cpu_backends", "--artifacts", args.artifacts, "--threads", "1"]
+    write_images(tmp_path / "mixed", 3, [(40, 56), (64, 48)])
+    forward, scan = throughput_rows("throughput:onnxruntime:fp32", args, tmp_path, forwarded)
+    assert (forward["mode"], scan["mode"]) == ("forward only", "runtime.scan"), (forward, scan)
+    assert forward["images_per_s"] > 0 and scan["ratio_to_forward"] == round(scan["images_per_s"] / forward["images_per_s"], 3)

@@ -225,7 +225,10 @@ def test_export_writes_the_uint8_form_and_the_cpu_backend_runs_it(artifacts_dir)
         assert onnx.load(str(entry.uint8_activations)).graph == rewritten.graph, graph
     assert manifest.graph("score").uint8_activations is None  # float32 in every precision
     backend = OrtBackend(artifacts_dir("int8"), "int8", providers=["CPUExecutionProvider"], threads=1)
+    # The CPU loads ONNX Runtime's optimized form of the uint8 files (tests/export/test_ort_optimized.py).
     assert [runner.path for runner in backend.runners.values()] == [
+        manifest.graph(g).ort_optimized.path for g in ("whole", "tile", "score")]
+    assert [manifest.graph(g).cpu_file[0] for g in ("whole", "tile", "score")] == [
         manifest.graph("whole").uint8_activations, manifest.graph("tile").uint8_activations, manifest.graph("score").path]
     on_gpu = OrtBackend(artifacts_dir("int8"), "int8", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert [runner.path for runner in on_gpu.runners.values()] == [manifest.graph(g).path for g in ("whole", "tile", "score")]
