@@ -19,7 +19,7 @@ def test_cuda_visible_devices_can_hide_every_gpu(monkeypatch):
                                                          (2, "fp16", "2 NVIDIA GPUs visible here")])
 def test_auto_is_the_default_and_says_what_it_picked(monkeypatch, capsys, gpus, precision, said):
     monkeypatch.setattr(auto_precision, "visible_nvidia_gpus", lambda: gpus)
-    config = build.parse_args(["--preset", "tiny", "--onnx-only"])
+    config = build.parse_args(["--random-weights", "--preset", "tiny", "--onnx-only"])
     assert config.precision == precision
     printed = capsys.readouterr().out
     assert printed.startswith(f"--precision auto: {precision} (") and said in printed
@@ -27,7 +27,7 @@ def test_auto_is_the_default_and_says_what_it_picked(monkeypatch, capsys, gpus, 
 
 def test_int8_on_a_cpu_is_not_recommended_citing_the_measurement(monkeypatch, capsys):
     monkeypatch.setattr(build, "visible_nvidia_gpus", lambda: 0)
-    assert build.parse_args(["--precision", "int8", "--preset", "tiny"]).precision == "int8"
+    assert build.parse_args(["--precision", "int8", "--random-weights", "--preset", "tiny"]).precision == "int8"
     assert f"note: {INT8_CPU_NOTE}" in capsys.readouterr().out
     assert all(speedup < INT8_WORTH_IT for speedup in INT8_CPU_SPEEDUPS.values())  # else auto should offer it
     assert "BENCHMARKS.md" in INT8_CPU_NOTE and "1.15x" in INT8_CPU_NOTE
