@@ -102,7 +102,8 @@ def test_onnx_only_exits_0(artifacts_dir, monkeypatch, capsys):
     assert "No TensorRT engine" not in printed
     assert f"python -m runtime.scan INPUT --out results --artifacts {folder} --precision fp32" in printed
     names = sorted(p.name for p in folder.glob("*fp32*"))
-    assert names == ["manifest.fp32.json", "trufor_score.fp32.onnx", "trufor_tile.fp32.onnx", "trufor_whole.fp32.onnx"]
+    graphs = [f"trufor_{graph}.fp32{variant}.onnx" for graph in ("score", "tile", "whole") for variant in ("-ortcpu", "")]
+    assert names == ["manifest.fp32.json", *graphs]  # each graph and ONNX Runtime's optimized form of it
 
 
 def test_bench_reports_latency_and_memory(artifacts_dir, capsys):
@@ -113,6 +114,9 @@ def test_bench_reports_latency_and_memory(artifacts_dir, capsys):
     assert bench_main([str(artifacts_dir("fp32")), "--precision", "fp32", "--size", "48x40", "--runs", "1", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["input"] == [1, 48, 40, 3] and result["peak_rss_gb"] > 0 and len(result["wall_s"]) == 1
+    assert bench_main([str(artifacts_dir("fp32")), "--precision", "fp32", "--runs", "0", "--optimized"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["graph"] == "trufor_whole.fp32-ortcpu.onnx" and result["load_cpu_s"] > 0 and result["wall_s"] == []
 
 
 def test_bench_profile_sums_kernel_time_by_scope_and_runs_the_cpu_int8_form(artifacts_dir, tmp_path, capsys):
