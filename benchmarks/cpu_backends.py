@@ -162,10 +162,10 @@ def _markdown(rows: list[dict], threads: int) -> str:
             )
     if rates:
         lines += ["", "| images | backend | mode | images/s | s (loading excluded) | CPU s per thread | peak RSS GB "
-                  "| ratio to forward only | load avg |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| ratio to forward only | CPU-time ratio | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['size']} | {r['run'].partition(':')[2]} | {r['mode']} | {r['images_per_s']} | {r['median_s']} | "
                   f"{r['cpu_per_thread_s']} | {r.get('peak_rss_gb', '')} | {r.get('ratio_to_forward', '')} | "
-                  f"{r['load_average']} |" for r in rates]
+                  f"{r.get('cpu_ratio_to_forward', '')} | {r['load_average']} |" for r in rates]
     return "\n".join(lines)
 
 

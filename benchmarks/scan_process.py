@@ -4,8 +4,8 @@
   process of its own, as a user runs it: start-up, loading the model, decoding, the model, writing the
   maps. Wall time and peak RSS (``ru_maxrss`` of that process) per fresh process; CPU time too.
 - ``throughput:BACKEND:PRECISION`` rows: the same mixed-size images (JPEG files written once), through
-  the model alone (decoded beforehand, ``Predictor.predict_rgb`` one after the other in one process,
-  loading excluded), and through ``python -m runtime.scan --save-maps`` (its own count of images/s, model
+  the model alone (decoded beforehand, one ``Predictor.predict_batch`` in one process, so same-size
+  images share calls of ``--batch-size`` as a scan's do at best; loading excluded), and through ``python -m runtime.scan --save-maps`` (its own count of images/s, model
   loading excluded, decoding and writing included). The scan's ratio to the forward-only rate says
   how well decoding, writing and the next image overlap with the model (the issue's target: >= 0.9).
 
@@ -93,7 +93,7 @@ def whole_process_row(run: str, size: str, args: argparse.Namespace, folder: Pat
 
 
 def forward_only(backend: str, precision: str, folder: str, args: argparse.Namespace) -> dict:
-    """The model alone over the decoded images of ``folder``, one after the other (the worker's side)."""
+    """The model alone over the decoded images of ``folder``, batched by size (the worker's side)."""
     from reference.image import load_rgb
     from runtime.backends import BackendRequest, create_backend
     from runtime.predictor import Predictor
@@ -104,8 +104,7 @@ def forward_only(backend: str, precision: str, folder: str, args: argparse.Names
                              threads=args.threads, weights=weights)
     with Predictor(create_backend(request)) as predictor:
         start, cpu = time.perf_counter(), time.process_time()
-        for rgb in images:
-            predictor.predict_rgb(rgb)
+        predictor.predict_batch(images)  # same-size images share calls, as the scan's batches do at best
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"images": len(images), "seconds": seconds, "cpu_s": cpu}
 
@@ -142,7 +141,11 @@ def throughput_rows(run: str, args: argparse.Namespace, folder: Path, forwarded:
          "process_wall_s": round(statistics.median(s["wall_s"] for s in scan), 2),
          "cpu_per_thread_s": round(statistics.median(s["cpu_s"] for s in scan) / args.threads, 2),
          "peak_rss_gb": round(max(s["peak_rss_gb"] for s in scan), 2),
-         "ratio_to_forward": round(scan_rate / forward_rate, 3)},
+         "ratio_to_forward": round(scan_rate / forward_rate, 3),
+         # under load, CPU time is the steadier measure: forward-only CPU over the scan's (decoding and
+         # writing included), the ratio an idle machine whose cores the model fills would reach
+         "cpu_ratio_to_forward": round(statistics.median(f["cpu_s"] for f in forward)
+                                       / statistics.median(s["cpu_s"] for s in scan), 3)},
     ]
 
 
