@@ -183,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--plain-graph", help=argparse.SUPPRESS)
     parser.add_argument("--export-plain", metavar="PATH", help=argparse.SUPPRESS)
-    parser.add_argument("--forward-only", nargs=2, metavar=("BACKEND:PRECISION", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--forward-only", nargs=3, metavar=("BACKEND:PRECISION", "FOLDER", "batched|single"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.forward_only:
         backend, _, precision = args.forward_only[0].partition(":")
-        print(json.dumps(forward_only(backend, precision, args.forward_only[1], args)))
+        batched = args.forward_only[2] == "batched"
+        print(json.dumps(forward_only(backend, precision, args.forward_only[1], args, batched)))
         return 0
     if args.export_plain:
         export_plain(WEIGHTS.parse_or_exit(args, parser).build(fused_attention=False), Path(args.export_plain))

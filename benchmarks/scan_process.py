@@ -92,8 +92,9 @@ def whole_process_row(run: str, size: str, args: argparse.Namespace, folder: Pat
             "load_average": round(_load_average(), 2)}
 
 
-def forward_only(backend: str, precision: str, folder: str, args: argparse.Namespace) -> dict:
-    """The model alone over the decoded images of ``folder``, batched by size (the worker's side)."""
+def forward_only(backend: str, precision: str, folder: str, args: argparse.Namespace, batched: bool = True) -> dict:
+    """The model alone over the decoded images of ``folder`` (the worker's side): batched by size, or
+    one image per call (what a scan does when neighbouring files differ in size)."""
     from reference.image import load_rgb
     from runtime.backends import BackendRequest, create_backend
     from runtime.predictor import Predictor
@@ -104,7 +105,11 @@ def forward_only(backend: str, precision: str, folder: str, args: argparse.Names
                              threads=args.threads, weights=weights)
     with Predictor(create_backend(request)) as predictor:
         start, cpu = time.perf_counter(), time.process_time()
-        predictor.predict_batch(images)  # same-size images share calls, as the scan's batches do at best
+        if batched:
+            predictor.predict_batch(images)  # same-size images share calls, as the scan's batches do at best
+        else:
+            for rgb in images:
+                predictor.predict_rgb(rgb)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"images": len(images), "seconds": seconds, "cpu_s": cpu}
 
@@ -115,12 +120,13 @@ def throughput_rows(run: str, args: argparse.Namespace, folder: Path, forwarded:
     images = folder / "mixed"
     if not images.is_dir():
         write_images(images, args.mixed_images)
-    forward, scan = [], []
+    forward, single, scan = [], [], []
     for repeat in range(args.repeats):
-        done = run_process([*forwarded, "--forward-only", f"{backend}:{precision}", str(images)])
-        if done["code"] != 0:
-            return [{"run": run, "size": f"{args.mixed_images} mixed", "error": _last_line(done)}]
-        forward.append(json.loads(done["stdout"].strip().splitlines()[-1]))
+        for mode, runs in (("batched", forward), ("single", single)):
+            done = run_process([*forwarded, "--forward-only", f"{backend}:{precision}", str(images), mode])
+            if done["code"] != 0:
+                return [{"run": run, "size": f"{args.mixed_images} mixed", "error": _last_line(done)}]
+            runs.append(json.loads(done["stdout"].strip().splitlines()[-1]))
         done = run_process(scan_command([str(images)], folder / f"mixed-scan-{repeat}", backend, precision, args))
         rate = RATE.search(done["stdout"])
         if done["code"] != 0 or rate is None or float(rate.group(2)) <= 0:
@@ -129,6 +135,7 @@ def throughput_rows(run: str, args: argparse.Namespace, folder: Path, forwarded:
         scan.append({"rate": float(rate.group(2)), "wall_s": done["wall_s"], "cpu_s": done["cpu_s"],
                      "peak_rss_gb": done["peak_rss_gb"]})
     forward_rate = statistics.median(f["images"] / f["seconds"] for f in forward)
+    single_rate = statistics.median(f["images"] / f["seconds"] for f in single)
     scan_rate = statistics.median(s["rate"] for s in scan)
     common = {"run": run, "size": f"{args.mixed_images} mixed", "threads": args.threads, "repeats": args.repeats,
               "load_average": round(_load_average(), 2)}
@@ -136,6 +143,10 @@ def throughput_rows(run: str, args: argparse.Namespace, folder: Path, forwarded:
         {**common, "mode": "forward only", "images_per_s": round(forward_rate, 4),
          "median_s": round(statistics.median(f["seconds"] for f in forward), 2),
          "cpu_per_thread_s": round(statistics.median(f["cpu_s"] for f in forward) / args.threads, 2)},
+        {**common, "mode": "forward only, one image per call", "images_per_s": round(single_rate, 4),
+         "median_s": round(statistics.median(f["seconds"] for f in single), 2),
+         "cpu_per_thread_s": round(statistics.median(f["cpu_s"] for f in single) / args.threads, 2),
+         "ratio_to_forward": round(single_rate / forward_rate, 3)},
         {**common, "mode": "runtime.scan", "images_per_s": round(scan_rate, 4),
          "median_s": round(args.mixed_images / scan_rate, 2),
          "process_wall_s": round(statistics.median(s["wall_s"] for s in scan), 2),

@@ -18,13 +18,18 @@ from pathlib import Path
 
 AUTO = "auto"
 INT8_WORTH_IT = 1.15  # the speed-up over fp32 that would pay for int8's error on a CPU
-# fp32 / int8 time on the CPU, whole graph, full model, 768x1024, 2 threads (BENCHMARKS.md, "CPU backends
-# side by side"): quiet AMD EPYC (Zen 4, AVX-512 VNNI) 7.302 / 7.234 s; the issue's Intel Xeon (AVX-512 VNNI),
-# whole process, 7.5 / 8.4 s.
-INT8_CPU_SPEEDUPS = {"AMD EPYC, quiet, whole graph": 7.302 / 7.234, "Intel Xeon, whole process": 7.5 / 8.4}
+# fp32 / int8 time on the CPU at 768x1024, 2 threads, quiet (BENCHMARKS.md): AMD EPYC (Zen 4, AVX-512 VNNI),
+# whole graph, the full model 7.302 / 7.234 s ("CPU backends side by side") and the default model 1.92 /
+# 1.94 s ("CPU start-up, --precision auto and scan overlap"); the issue's Intel Xeon (AVX-512 VNNI), full
+# model, whole process, 7.5 / 8.4 s.
+INT8_CPU_SPEEDUPS = {
+    "full model, AMD EPYC": 7.302 / 7.234,
+    "default model, AMD EPYC": 1.92 / 1.94,
+    "full model, whole process, Intel Xeon": 7.5 / 8.4,
+}
 INT8_CPU_NOTE = (
-    "int8 is not recommended on a CPU: faithful int8 keeps Noiseprint++ in float32, and it measured "
-    + " and ".join(f"{speedup:.2f}x fp32's speed ({where})" for where, speedup in INT8_CPU_SPEEDUPS.items())
+    "int8 is not recommended on a CPU: faithful int8 keeps Noiseprint++ in float32, and it ran at "
+    + ", ".join(f"{speedup:.2f}x fp32's speed ({where})" for where, speedup in INT8_CPU_SPEEDUPS.items())
     + f" at 768x1024 (BENCHMARKS.md), below the {INT8_WORTH_IT}x that would pay for its error; use fp32"
 )
 

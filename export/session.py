@@ -19,10 +19,12 @@ CPU provider, ONNX format) is written beside each graph the CPU runs, and the ru
 optimizations off instead of optimizing 267 MB at every start. ``ORT_ENABLE_ALL`` includes the NCHWc
 layout, whose block size follows the CPU's vector width, so the file is valid only for the ONNX Runtime
 version and the CPU features (``cpu_signature``) that made it; the runtime falls back to the plain graph,
-optimized at load, anywhere else. Measured, full model, whole fp32 graph, 2 threads, one fresh process
-each, alternated 3 times (a training job shared the cores): session creation 0.98 to 1.17 CPU s from the
-plain graph, 0.55 to 0.62 from the optimized one (peak RSS 0.43 to 0.51 -> 0.36 GB), same outputs bit
-for bit; the ORT format (flatbuffers) took 0.81 to 0.85 CPU s and 0.66 GB.
+optimized at load, anywhere else. Measured, full model, fp32, 2 threads, one fresh process each,
+alternated (``python -m export.bench A --precision fp32 --graph whole|tile --runs 0 [--optimized]``,
+BENCHMARKS.md): creating the whole graph's session took 0.89 to 1.26 CPU s from the plain graph and
+0.76 to 0.79 from the optimized one on a quiet machine (1.00 to 1.06 and 0.60 to 0.63 under load), the
+tile graph's 0.98 to 1.07 and 0.73 to 0.75; outputs the same bit for bit. The ORT format (flatbuffers)
+loaded slower than the optimized ONNX file here (0.81 to 0.85 CPU s against 0.55 to 0.62 under load).
 """
 
 from __future__ import annotations

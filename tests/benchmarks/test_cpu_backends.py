@@ -54,6 +54,7 @@ def test_whole_process_and_throughput_rows(ort_artifacts_for_bench, tmp_path):
     assert row["mode"] == "whole process" and row["median_s"] > 0 and row["peak_rss_gb"] > 0
     forwarded = [sys.executable, "-m", "benchmarks.cpu_backends", "--artifacts", args.artifacts, "--threads", "1"]
     write_images(tmp_path / "mixed", 3, [(40, 56), (64, 48)])
-    forward, scan = throughput_rows("throughput:onnxruntime:fp32", args, tmp_path, forwarded)
-    assert (forward["mode"], scan["mode"]) == ("forward only", "runtime.scan"), (forward, scan)
+    forward, single, scan = throughput_rows("throughput:onnxruntime:fp32", args, tmp_path, forwarded)
+    assert (forward["mode"], single["mode"], scan["mode"]) == (
+        "forward only", "forward only, one image per call", "runtime.scan"), (forward, single, scan)
     assert forward["images_per_s"] > 0 and scan["ratio_to_forward"] == round(scan["images_per_s"] / forward["images_per_s"], 3)
