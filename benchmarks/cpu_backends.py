@@ -143,23 +143,16 @@ def _load_average() -> float:
 
 
 def _markdown(rows: list[dict], threads: int) -> str:
-    lines = [
-        f"{platform.machine()}, {threads} threads, python {platform.python_version()}",
-        "",
-        "| size (HxW) | backend | mode | median s | min s | CPU s per thread | peak RSS GB | load avg |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    rates = []
-    for row in rows:
-        if "error" in row:
-            lines.append(f"| {row['size']} | {row['run']} | error: {row['error']} | | | | | |")
-        elif "images_per_s" in row:
-            rates.append(row)
-        else:
-            lines.append(
-                f"| {row['size']} | {row['run']} | {row['mode']} | {row['median_s']} | {row['min_s']} | "
-                f"{row['cpu_per_thread_s']} | {row['peak_rss_gb']} | {row['load_average']} |"
-            )
+    """One table of per-image times (and errors), one of throughput rows; each only when it has rows."""
+    times = [row for row in rows if "images_per_s" not in row]
+    rates = [row for row in rows if "images_per_s" in row]
+    lines = [f"{platform.machine()}, {threads} threads, python {platform.python_version()}"]
+    if times:
+        lines += ["", "| size (HxW) | backend | mode | median s | min s | CPU s per thread | peak RSS GB | load avg |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {row['size']} | {row['run']} | error: {row['error']} | | | | | |" if "error" in row else
+                  f"| {row['size']} | {row['run']} | {row['mode']} | {row['median_s']} | {row['min_s']} | "
+                  f"{row['cpu_per_thread_s']} | {row['peak_rss_gb']} | {row['load_average']} |" for row in times]
     if rates:
         lines += ["", "| images | backend | mode | images/s | s (loading excluded) | CPU s per thread | peak RSS GB "
                   "| ratio to forward only | CPU-time ratio | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -55,10 +55,20 @@ class OptimizedGraph:
     onnxruntime: str
     provider: str
     cpu: str
+    data: Path | None = None  # its initializers (None: inside the graph file, exports before they moved out)
+    data_sha256: str | None = None
 
     @classmethod
     def from_json(cls, folder: Path, data: dict) -> OptimizedGraph:
-        return cls(folder / data["file"], data["sha256"], data["onnxruntime"], data["provider"], data["cpu"])
+        initializers = data.get("data")
+        return cls(folder / data["file"], data["sha256"], data["onnxruntime"], data["provider"], data["cpu"],
+                   folder / initializers["file"] if initializers else None,
+                   initializers["sha256"] if initializers else None)
+
+    @property
+    def files(self) -> tuple[tuple[Path, str], ...]:
+        """Each file a session of this graph reads, with its sha256."""
+        return ((self.path, self.sha256),) + (((self.data, self.data_sha256),) if self.data else ())
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .manifest import (
     write_manifest,
 )
 from .onnx_export import apply_io_shapes, check_structure, export_graph, save_model, set_metadata, simplify
-from .session import write_optimized
+from .session import optimized_data_path, write_optimized
 from .wrappers import ScoreModel, TileModel, WholeImageModel
 
 UINT8_VARIANT = "-uint8"  # file name of an int8 graph's uint8-activation form: trufor_<graph>.int8-uint8.onnx
@@ -144,7 +144,7 @@ def write_ort_optimized(out: Path, spec, precision: str, entry: dict, step: Call
     path = out / spec.file_name(precision, variant)
     with step(f"ONNX Runtime CPU-optimized {spec.kind} graph (sessions load it without optimizing)", path):
         made_by = write_optimized(source, path)
-    return {**file_entry(path), **made_by}
+    return {**file_entry(path), "data": file_entry(optimized_data_path(path)), **made_by}
 
 
 def export_artifacts(config, step: Callable, model=None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,10 +178,11 @@ class OrtRunner(BaseRunner):
 
 @dataclass(frozen=True)
 class GraphFile:
-    """The file of a graph these providers load, and whether it is ONNX Runtime's optimized form."""
+    """The file of a graph these providers load, every file its session reads (with their sha256), and
+    whether it is ONNX Runtime's optimized form."""
 
     path: Path
-    sha256: str
+    files: tuple[tuple[Path, str], ...]
     preoptimized: bool = False
 
 
@@ -190,9 +192,9 @@ def graph_file(entry: GraphEntry, providers: list[str]) -> tuple[GraphFile, str 
     (``export.session.write_optimized``), else the plain CPU file (the uint8-activation form of an int8
     graph: x86 U8S8 kernels), optimized at load; elsewhere the graph as exported."""
     if providers[0] != "CPUExecutionProvider":
-        return GraphFile(entry.path, entry.sha256), f"optimized at load for {providers[0]}"
+        return GraphFile(entry.path, ((entry.path, entry.sha256),)), f"optimized at load for {providers[0]}"
     path, sha256 = entry.cpu_file
-    plain = GraphFile(path, sha256)
+    plain = GraphFile(path, ((path, sha256),))
     optimized = entry.ort_optimized
     if optimized is None:
         return plain, "optimized at load: these artifacts have no optimized graphs (exported before they existed)"
@@ -204,9 +206,10 @@ def graph_file(entry: GraphEntry, providers: list[str]) -> tuple[GraphFile, str 
                        f"this is {onnxruntime.__version__}")
     if optimized.provider != providers[0] or optimized.cpu != cpu_signature():
         return plain, f"optimized at load: the export's optimized graphs are for another CPU ({optimized.cpu})"
-    if not optimized.path.is_file():
-        return plain, f"optimized at load: {optimized.path} is missing"
-    return GraphFile(optimized.path, optimized.sha256, preoptimized=True), None
+    missing = [file for file, _ in optimized.files if not file.is_file()]
+    if missing:
+        return plain, f"optimized at load: {missing[0]} is missing"
+    return GraphFile(optimized.path, optimized.files, preoptimized=True), None
 
 
 class OrtBackend(Backend):
@@ -222,16 +225,16 @@ class OrtBackend(Backend):
         providers: list[str] | None = None,
         threads: int | None = None,
     ):
-        # ArtifactError for missing or stale artifacts. Only the files the sessions load are hashed (about
-        # 0.2 CPU s per 267 MB file): an int8 graph's CPU form or ONNX Runtime's optimized graph, not the
-        # exported graph beside it too.
+        # ArtifactError for missing or stale artifacts. Only the files the sessions read are hashed (about
+        # 0.2 CPU s per 267 MB file), on activation (``activate``): an int8 graph's CPU form or ONNX
+        # Runtime's optimized graph, not the exported graph beside it too.
         self.manifest = load_manifest(artifacts_dir, precision, verify=False)
         self.providers = list(providers) if providers else default_providers()
-        runners, self.load_notes = {}, set()
+        runners, self.load_notes, self.loaded_files = {}, set(), []
         for graph in GRAPH_NAMES:
             entry = self.manifest.graph(graph)
             chosen, note = graph_file(entry, self.providers)
-            verify_file(self.manifest, chosen.path, chosen.sha256)
+            self.loaded_files += chosen.files
             runners[graph] = OrtRunner(entry.spec, chosen.path, self.providers, threads,
                                        optimize=not chosen.preoptimized, lazy=graph == "tile")
             self.load_notes.add(note or "optimized at export")
@@ -241,6 +244,25 @@ class OrtBackend(Backend):
             identity=artifacts_identity(self.manifest), capabilities=Capabilities(gpu=on_gpu, release_memory=True),
             whole_rule=self.manifest.whole_rule,
         )
+
+    def activate(self) -> None:
+        """Create the sessions while another thread hashes every file they read (hashlib and file reads
+        release the GIL), so a stale or modified file still stops the scan before its first image while
+        the hashing (about 0.2 s per 267 MB file) no longer comes before the loading (BENCHMARKS.md, "CPU start-up")."""
+        if all(runner.is_active for runner in self.runners.values()):
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-artifacts") as pool:
+            verified = pool.submit(lambda: [verify_file(self.manifest, path, sha256) for path, sha256 in self.loaded_files])
+            try:
+                super().activate()
+            except Exception:
+                verified.result()  # a stale file explains a failed load best
+                raise
+            try:
+                verified.result()
+            except ArtifactError:
+                self.deactivate()
+                raise
 
     @classmethod
     def unavailable(cls, request: BackendRequest) -> str | None:

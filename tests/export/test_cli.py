@@ -102,8 +102,9 @@ def test_onnx_only_exits_0(artifacts_dir, monkeypatch, capsys):
     assert "No TensorRT engine" not in printed
     assert f"python -m runtime.scan INPUT --out results --artifacts {folder} --precision fp32" in printed
     names = sorted(p.name for p in folder.glob("*fp32*"))
-    graphs = [f"trufor_{graph}.fp32{variant}.onnx" for graph in ("score", "tile", "whole") for variant in ("-ortcpu", "")]
-    assert names == ["manifest.fp32.json", *graphs]  # each graph and ONNX Runtime's optimized form of it
+    graphs = [f"trufor_{graph}.fp32{variant}" for graph in ("score", "tile", "whole")
+              for variant in ("-ortcpu.onnx", "-ortcpu.onnx.data", ".onnx")]
+    assert names == ["manifest.fp32.json", *graphs]  # each graph, ONNX Runtime's optimized form and its initializers
 
 
 def test_bench_reports_latency_and_memory(artifacts_dir, capsys):

@@ -37,6 +37,8 @@ def test_optimized_graphs_match_the_plain_ones(artifacts_dir, precision):
         plain_path, _ = entry.cpu_file
         assert optimized.path.name == plain_path.name.replace(".onnx", "-ortcpu.onnx")
         assert optimized.sha256 == sha256_file(optimized.path)
+        assert optimized.data.name == optimized.path.name + ".data"  # initializers memory-mapped at load
+        assert optimized.data_sha256 == sha256_file(optimized.data)
         assert (optimized.onnxruntime, optimized.provider, optimized.cpu) == (
             ort.__version__, "CPUExecutionProvider", cpu_signature())
         inputs = feed()

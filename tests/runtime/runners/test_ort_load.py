@@ -58,24 +58,28 @@ def test_plain_graphs_optimized_at_load_elsewhere(ort_artifacts, tmp_path, edit,
     assert re.search(why, backend.describe()), backend.describe()
 
 
-def test_missing_optimized_graph_falls_back(ort_artifacts, tmp_path):
+@pytest.mark.parametrize("missing", ["trufor_tile.fp32-ortcpu.onnx", "trufor_tile.fp32-ortcpu.onnx.data"])
+def test_missing_optimized_graph_falls_back(ort_artifacts, tmp_path, missing):
     folder = copy_artifacts(ort_artifacts, tmp_path)
-    (folder / "trufor_tile.fp32-ortcpu.onnx").unlink()
+    (folder / missing).unlink()
     backend = OrtBackend(folder, "fp32", providers=["CPUExecutionProvider"], threads=1)
     assert loaded(backend)[:2] == [("trufor_whole.fp32-ortcpu.onnx", False), ("trufor_tile.fp32.onnx", True)]
-    assert "trufor_tile.fp32-ortcpu.onnx is missing" in backend.describe()
+    assert f"{missing} is missing" in backend.describe()
     rgb = noise_image(75, 100, seed=1)
     with backend, OrtBackend(ort_artifacts[0], "fp32", threads=1) as optimized:
         want, got = Predictor(optimized).predict(rgb), Predictor(backend).predict(rgb)
     np.testing.assert_allclose(got.map, want.map, rtol=0, atol=1e-6)
 
 
-def test_a_stale_loaded_file_is_refused(ort_artifacts, tmp_path):
+@pytest.mark.parametrize("stale", ["trufor_tile.fp32-ortcpu.onnx", "trufor_whole.fp32-ortcpu.onnx.data"])
+def test_a_stale_loaded_file_is_refused_before_any_image(ort_artifacts, tmp_path, stale):
+    """Files are hashed while the sessions load; the tile graph's too, though its session waits for a tiled image."""
     folder = copy_artifacts(ort_artifacts, tmp_path)
-    optimized = folder / "trufor_tile.fp32-ortcpu.onnx"
-    optimized.write_bytes(optimized.read_bytes() + b"\0")
-    with pytest.raises(ArtifactError, match=r"trufor_tile\.fp32-ortcpu\.onnx does not match the sha256.*stale"):
-        OrtBackend(folder, "fp32", providers=["CPUExecutionProvider"])
+    (folder / stale).write_bytes((folder / stale).read_bytes() + b"\0")
+    backend = OrtBackend(folder, "fp32", providers=["CPUExecutionProvider"])
+    with pytest.raises(ArtifactError, match=rf"{re.escape(stale)} does not match the sha256.*stale"):
+        Predictor(backend)
+    assert all(runner.session is None and not runner.is_active for runner in backend.runners.values())
 
 
 def test_only_loaded_files_are_hashed(ort_artifacts, monkeypatch):
@@ -83,8 +87,11 @@ def test_only_loaded_files_are_hashed(ort_artifacts, monkeypatch):
 
     hashed, real = [], export.manifest.sha256_file
     monkeypatch.setattr(export.manifest, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
-    OrtBackend(ort_artifacts[0], "fp32", providers=["CPUExecutionProvider"])
-    assert sorted(hashed) == sorted(f"trufor_{g}.fp32-ortcpu.onnx" for g in ("whole", "tile", "score"))
+    backend = OrtBackend(ort_artifacts[0], "fp32", providers=["CPUExecutionProvider"])
+    assert hashed == []  # on activation, beside the sessions' loading
+    with backend:
+        pass
+    assert sorted(hashed) == sorted(f"trufor_{g}.fp32-ortcpu.onnx{data}" for g in ("whole", "tile", "score") for data in ("", ".data"))
 
 
 def test_the_tile_session_loads_on_the_first_tiled_image(ort_artifacts):

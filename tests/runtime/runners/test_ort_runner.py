@@ -61,7 +61,7 @@ def test_stale_artifacts_are_refused(ort_artifacts, tmp_path):
     graph = copy / "trufor_tile.fp32.onnx"
     graph.write_bytes(graph.read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match="stale"):
-        OrtBackend(copy, "fp32", providers=["CPUExecutionProvider"])
+        OrtBackend(copy, "fp32", providers=["CPUExecutionProvider"]).activate()
 
 
 def test_onnxruntime_release_memory_keeps_the_results(backend_pair):
