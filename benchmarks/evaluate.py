@@ -45,7 +45,8 @@ from .perturb import Perturbation, parse_perturbations
 
 Predict = Callable[[np.ndarray], object]  # uint8 HxWx3 -> an object with .map (HxW) and .score
 COLUMNS = {
-    "official": ("px_f1_best", "px_f1_05", "px_mcc_best", "px_mcc_05", "px_iou_best", "px_iou_05", "px_auc", "img_auc", "img_bacc"),
+    "official": ("px_f1_best", "px_f1_05", "px_mcc_best", "px_mcc_05", "px_iou_best", "px_iou_05", "px_auc", "img_auc", "img_bacc",
+                 "img_auc_map_max", "img_auc_forged_fraction"),
     "benco": ("benco_px_f1", "benco_px_iou", "benco_px_auc", "img_auc", "benco_img_acc", "benco_img_f1"),
 }
 

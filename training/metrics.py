@@ -13,7 +13,10 @@ forged image, averaged over the forged images (NaN left out):
   distinct float32 value v of the kept pixels, as the official sweep), and the pixel AUC (the
   better of AUC and 1 - AUC). The official file reports F1 only; MCC, IoU and AUC follow its rule.
 
-Image level: AUC of the score and balanced accuracy of ``score > 0.5``.
+Image level: AUC of the score and balanced accuracy of ``score > 0.5``. Beside them, not part of
+the official protocol, the AUC of two rankings read off the map, for models whose score head ranks
+worse than their map: its maximum (``img_auc_map_max``) and the share of its pixels above 0.5
+(``img_auc_forged_fraction``, the forged fraction ``runtime.scan`` records and its report sorts by).
 
 ``benco``: IMDL-BenCo 0.1.45's tester with its evaluators in mode "origin". ``s > 0.5`` on the
 whole map, no border band, no inverse; precision, recall and F1 with their 1e-8 terms, IoU =
@@ -224,12 +227,17 @@ class MetricAccumulator:
     forged: int = 0
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+    map_scores: list[tuple[float, float]] = field(default_factory=list)  # (max, forged fraction) per map
+    map_labels: list[int] = field(default_factory=list)
 
     def add(self, prob_map: np.ndarray | None, gt: np.ndarray | None, score: float | None = None) -> None:
         """``gt`` None: a forged image without a usable mask, counted in the image-level metrics only."""
         self.count += 1
         forged = gt is None or bool(gt.any())
         self.forged += forged
+        if prob_map is not None:
+            self.map_scores.append((float(prob_map.max()), float(np.count_nonzero(prob_map > 0.5) / prob_map.size)))
+            self.map_labels.append(int(forged))
         if prob_map is not None and gt is not None:
             for mode in self.modes:
                 if forged or mode == "benco":
@@ -252,4 +260,8 @@ class MetricAccumulator:
             result.update({"img_auc": image["auc"], "img_bacc": image["bacc"], "img_scores_dropped": image["dropped"]})
             if "benco" in self.modes:
                 result.update({"benco_img_acc": image["acc"], "benco_img_f1": image["f1"]})
+        if self.map_scores:
+            by_map = np.array(self.map_scores)
+            result["img_auc_map_max"] = auc(by_map[:, 0], np.array(self.map_labels))
+            result["img_auc_forged_fraction"] = auc(by_map[:, 1], np.array(self.map_labels))
         return result

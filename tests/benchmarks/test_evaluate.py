@@ -33,7 +33,7 @@ def test_perfect_predictor_scores_one(tmp_path):
     summary = results["datasets"][dataset.name]
     assert summary["images"] == 5 and summary["forged"] == 3
     for key in ("px_f1_best", "px_f1_05", "px_mcc_05", "px_iou_best", "px_auc", "img_auc", "img_bacc",
-                "benco_img_acc", "p-F1_smooth"):
+                "img_auc_map_max", "img_auc_forged_fraction", "benco_img_acc", "p-F1_smooth"):
         assert summary[key] == pytest.approx(1.0, abs=1e-6), key
     for key in ("benco_px_f1", "benco_px_iou", "benco_px_auc"):  # BenCo: the 2 pristine images count 0
         assert summary[key] == pytest.approx(3 / 5, abs=1e-6), key

@@ -265,3 +265,23 @@ def test_accumulator_averages_official_pixel_metrics_over_forged_images_only():
     assert summary["img_scores_dropped"] == 1
     assert summary["img_auc"] == pytest.approx(1.0)
     assert summary["img_bacc"] == pytest.approx(1.0)
+
+
+def test_accumulator_ranks_images_by_their_maps_too():
+    """The map's maximum and forged fraction as image scores, beside the score head's AUC: here the
+    head ranks backwards while the map ranks right (what a weak detection head looks like)."""
+    pristine = np.zeros((10, 10), bool)
+    forged = pristine.copy()
+    forged[:3, :3] = True
+    flat, spot, patch = np.full((10, 10), 0.3), np.full((10, 10), 0.3), np.full((10, 10), 0.2)
+    spot[0, 0] = 0.7  # max 0.7, forged fraction 1/100
+    patch[:4, :4] = 0.95  # max 0.95, forged fraction 16/100
+    accumulator = MetricAccumulator(modes=("official",))
+    accumulator.add(flat, pristine, 0.9)
+    accumulator.add(spot, pristine, 0.8)
+    accumulator.add(patch, forged, 0.1)
+    accumulator.add(patch, None, 0.2)  # a forged image without a usable mask still counts at image level
+    summary = accumulator.summary()
+    assert summary["img_auc"] == pytest.approx(0.0)
+    assert summary["img_auc_map_max"] == pytest.approx(1.0)
+    assert summary["img_auc_forged_fraction"] == pytest.approx(1.0)
