@@ -102,7 +102,7 @@ def write_optimized(source: str | os.PathLike, path: str | os.PathLike) -> dict[
     ONNX Runtime version, provider and CPU that made it.
 
     External initializers are memory-mapped at load instead of parsed out of the protobuf and copied: the
-    full model's sessions start 0.5 s sooner each (module docstring)."""
+    full model's sessions start about 0.45 s sooner each (module docstring)."""
     path = Path(path)
     data = optimized_data_path(path)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".optimize-") as folder:
