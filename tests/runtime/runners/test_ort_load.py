@@ -38,6 +38,15 @@ def test_sessions_load_the_optimized_graphs(ort_artifacts):
     assert "graphs optimized at export" in backend.describe()
 
 
+def test_optimized_graphs_listed_without_their_data_file_still_load(ort_artifacts, tmp_path):
+    """Manifests written before the initializers moved out of the optimized graphs have no ``data`` entry."""
+    folder = copy_artifacts(ort_artifacts, tmp_path, lambda entry: entry["ort_optimized"].pop("data"))
+    with OrtBackend(folder, "fp32", providers=["CPUExecutionProvider"], threads=1) as backend:
+        assert loaded(backend) == [(f"trufor_{g}.fp32-ortcpu.onnx", False) for g in ("whole", "tile", "score")]
+        assert backend.loaded_files == [(folder / f"trufor_{g}.fp32-ortcpu.onnx", backend.manifest.graph(g).ort_optimized.sha256)
+                                        for g in ("whole", "tile", "score")]
+
+
 def _set(key, value):
     return lambda entry: entry["ort_optimized"].__setitem__(key, value)
 
