@@ -50,7 +50,7 @@ from export.contract import WholeImageRule
 from reference.errors import UsageError
 from reference.weights_args import WeightsArgs
 
-from .scan_process import forward_only, throughput_rows, whole_process_row
+from .scan_process import forward_only, load_average, reads_weights, throughput_rows, whole_process_row
 
 DEFAULT_RUNS = ("plain", "torch", "onnxruntime:fp32", "onnxruntime:int8", "onnxruntime:fp16")
 DEFAULT_SIZES = ("256x384", "768x1024", "3000x4000")
@@ -95,11 +95,11 @@ def measure(run: str, size: str, args: argparse.Namespace) -> dict:
     if run == "plain":
         return _timed(run, size, "whole", _plain_predict(Path(args.plain_graph), args.threads), rgb, args)
 
-    from runtime.backends import BACKENDS, BackendRequest, create_backend
+    from runtime.backends import BackendRequest, create_backend
     from runtime.predictor import Predictor
 
     backend_name, _, precision = run.partition(":")
-    weights = WEIGHTS.parse(args) if "--weights" in BACKENDS[backend_name].flags else None  # torch: its model
+    weights = WEIGHTS.parse(args) if reads_weights(backend_name) else None  # torch: its model
     request = BackendRequest(
         backend=backend_name,
         precision=precision or "fp32",
@@ -131,15 +131,8 @@ def _timed(run: str, size: str, mode: str, predict, rgb: np.ndarray, args: argpa
         "min_s": round(min(walls), 3),
         "cpu_per_thread_s": round(statistics.median(cpus), 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "load_average": round(_load_average(), 2),
+        "load_average": round(load_average(), 2),
     }
-
-
-def _load_average() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except OSError:
-        return float("nan")
 
 
 def _markdown(rows: list[dict], threads: int) -> str:

@@ -51,11 +51,17 @@ def write_images(folder: Path, count: int, sizes=MIXED_SIZES) -> list[Path]:
     return paths
 
 
+def reads_weights(backend: str) -> bool:
+    """Whether ``backend`` takes its model from the weights flags (torch), not from exported artifacts."""
+    from runtime.backends import BACKENDS
+
+    return "--weights" in BACKENDS[backend].flags
+
+
 def scan_command(inputs: list[str], out: Path, backend: str, precision: str, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "runtime.scan", *inputs, "--out", str(out), "--backend", backend,
                "--precision", precision, "--threads", str(args.threads), "--save-maps"]
-    return command + (["--artifacts", str(args.artifacts)] if backend in ("onnxruntime", "tensorrt") else
-                      WeightsArgs.argv(args))
+    return command + (WeightsArgs.argv(args) if reads_weights(backend) else ["--artifacts", str(args.artifacts)])
 
 
 def run_process(command: list[str]) -> dict:
@@ -89,7 +95,7 @@ def whole_process_row(run: str, size: str, args: argparse.Namespace, folder: Pat
     return {"run": run, "size": size, "mode": "whole process", "threads": args.threads, "repeats": args.repeats,
             "median_s": round(statistics.median(walls), 3), "min_s": round(min(walls), 3),
             "cpu_per_thread_s": round(statistics.median(cpus), 3), "peak_rss_gb": round(max(peaks), 2),
-            "load_average": round(_load_average(), 2)}
+            "load_average": round(load_average(), 2)}
 
 
 def forward_only(backend: str, precision: str, folder: str, args: argparse.Namespace, batched: bool = True) -> dict:
@@ -100,7 +106,7 @@ def forward_only(backend: str, precision: str, folder: str, args: argparse.Names
     from runtime.predictor import Predictor
 
     images = [load_rgb(path) for path in sorted(Path(folder).glob("*.jpg"))]
-    weights = None if backend in ("onnxruntime", "tensorrt") else WeightsArgs().parse(args)
+    weights = WeightsArgs().parse(args) if reads_weights(backend) else None
     request = BackendRequest(backend=backend, precision=precision, artifacts=Path(args.artifacts),
                              threads=args.threads, weights=weights)
     with Predictor(create_backend(request)) as predictor:
@@ -134,19 +140,21 @@ def throughput_rows(run: str, args: argparse.Namespace, folder: Path, forwarded:
         # the scan prints its rate to 3 decimals and its seconds to 1: the rate is the finer of the two
         scan.append({"rate": float(rate.group(2)), "wall_s": done["wall_s"], "cpu_s": done["cpu_s"],
                      "peak_rss_gb": done["peak_rss_gb"]})
-    forward_rate = statistics.median(f["images"] / f["seconds"] for f in forward)
-    single_rate = statistics.median(f["images"] / f["seconds"] for f in single)
-    scan_rate = statistics.median(s["rate"] for s in scan)
+    def rate_of(runs: list[dict]) -> float:
+        return statistics.median(f["images"] / f["seconds"] for f in runs)
+
+    forward_rate, scan_rate = rate_of(forward), statistics.median(s["rate"] for s in scan)
     common = {"run": run, "size": f"{args.mixed_images} mixed", "threads": args.threads, "repeats": args.repeats,
-              "load_average": round(_load_average(), 2)}
+              "load_average": round(load_average(), 2)}
+
+    def forward_row(mode: str, runs: list[dict], **extra) -> dict:
+        return {**common, "mode": mode, "images_per_s": round(rate_of(runs), 4),
+                "median_s": round(statistics.median(f["seconds"] for f in runs), 2),
+                "cpu_per_thread_s": round(statistics.median(f["cpu_s"] for f in runs) / args.threads, 2), **extra}
+
     return [
-        {**common, "mode": "forward only", "images_per_s": round(forward_rate, 4),
-         "median_s": round(statistics.median(f["seconds"] for f in forward), 2),
-         "cpu_per_thread_s": round(statistics.median(f["cpu_s"] for f in forward) / args.threads, 2)},
-        {**common, "mode": "forward only, one image per call", "images_per_s": round(single_rate, 4),
-         "median_s": round(statistics.median(f["seconds"] for f in single), 2),
-         "cpu_per_thread_s": round(statistics.median(f["cpu_s"] for f in single) / args.threads, 2),
-         "ratio_to_forward": round(single_rate / forward_rate, 3)},
+        forward_row("forward only", forward),
+        forward_row("forward only, one image per call", single, ratio_to_forward=round(rate_of(single) / forward_rate, 3)),
         {**common, "mode": "runtime.scan", "images_per_s": round(scan_rate, 4),
          "median_s": round(args.mixed_images / scan_rate, 2),
          "process_wall_s": round(statistics.median(s["wall_s"] for s in scan), 2),
@@ -164,7 +172,7 @@ def _last_line(done: dict) -> str:
     return ((done["stderr"].strip() or done["stdout"].strip()).splitlines() or ["?"])[-1][:200]
 
 
-def _load_average() -> float:
+def load_average() -> float:
     try:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except OSError:
