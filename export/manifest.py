@@ -11,7 +11,6 @@ I/O (``export.contract.GraphSpec``), which the engines and runners read back fro
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reference.outputs import atomic_write_text
+from reference.weights import sha256_file
 
 from .contract import FORMAT_VERSION, MANIFEST_FIELDS, OPSET, PRECISIONS, GraphSpec, WholeImageRule
 from .errors import ArtifactError
@@ -30,14 +30,6 @@ ORT_OPTIMIZED = "ort_optimized"  # a graph entry's key for ONNX Runtime's optimi
 
 def manifest_path(artifacts_dir: str | os.PathLike, precision: str) -> Path:
     return Path(artifacts_dir) / MANIFEST_PATTERN.format(precision=precision)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _export_command(artifacts_dir: Path, precision: str | None) -> str:

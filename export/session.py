@@ -87,7 +87,7 @@ def session_options(threads: int | None = None, *, arena: bool = True, profile_p
 
 def cpu_session(path: str | os.PathLike, threads: int | None = None, **kwargs) -> ort.InferenceSession:
     """A CPU InferenceSession for one exported graph with the recommended options."""
-    return ort.InferenceSession(os.fspath(path), session_options(threads, **kwargs), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(os.fspath(path), session_options(threads, **kwargs), providers=[CPU_PROVIDER])
 
 
 def optimized_data_path(path: str | os.PathLike) -> Path:

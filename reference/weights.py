@@ -74,7 +74,12 @@ def file_md5(path: Path) -> str:
     return _file_digest(path, hashlib.md5(usedforsecurity=False))
 
 
-def _file_digest(path: Path, digest) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's sha256, as manifests and model identities record it."""
+    return _file_digest(path, hashlib.sha256())
+
+
+def _file_digest(path: str | os.PathLike, digest) -> str:
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
@@ -174,7 +179,7 @@ class ResolvedWeights:
 
     @functools.cached_property
     def sha256(self) -> str | None:
-        return None if self.path is None else _file_digest(self.path, hashlib.sha256())
+        return None if self.path is None else sha256_file(self.path)
 
     def build(self, **overrides):
         """The model with these weights, in eval mode; ``overrides`` replace preset fields."""
